@@ -1,0 +1,91 @@
+"""Preference losses as pure functions of per-sequence log-probabilities.
+
+This is where beta enters: the implicit reward of a response is
+    r_hat(x, y) = beta * (log pi_theta(y|x) - log pi_ref(y|x))
+and the ODPO loss per pair is
+    -log sigmoid(r_hat(x, y_w) - r_hat(x, y_l) - offset).
+With offset None or 0 it is exactly the DPO loss. The offset is treated as a
+constant (detached): no gradient flows into it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+
+@dataclass(frozen=True)
+class PreferenceOutput:
+    """Per-pair tensors, shape (batch,)."""
+
+    loss: torch.Tensor
+    chosen_rewards: torch.Tensor  # beta * (policy - reference) log-ratio of y_w, detached
+    rejected_rewards: torch.Tensor  # same for y_l, detached
+
+
+def implicit_rewards(
+    policy_logps: torch.Tensor, reference_logps: torch.Tensor, beta: float
+) -> torch.Tensor:
+    """r_hat = beta * (log pi_theta(y|x) - log pi_ref(y|x)), per sequence."""
+    return beta * (policy_logps - reference_logps)
+
+
+def preference_loss(
+    policy_chosen_logps: torch.Tensor,
+    policy_rejected_logps: torch.Tensor,
+    reference_chosen_logps: torch.Tensor,
+    reference_rejected_logps: torch.Tensor,
+    beta: float,
+    offset: torch.Tensor | float | None = None,
+) -> torch.Tensor:
+    """Per-pair DPO/ODPO loss, shape (batch,). ``offset`` None or 0 gives DPO."""
+    return preference_terms(
+        policy_chosen_logps,
+        policy_rejected_logps,
+        reference_chosen_logps,
+        reference_rejected_logps,
+        beta,
+        offset,
+    ).loss
+
+
+def preference_terms(
+    policy_chosen_logps: torch.Tensor,
+    policy_rejected_logps: torch.Tensor,
+    reference_chosen_logps: torch.Tensor,
+    reference_rejected_logps: torch.Tensor,
+    beta: float,
+    offset: torch.Tensor | float | None = None,
+) -> PreferenceOutput:
+    """The loss together with the implicit rewards that training logs."""
+    if beta <= 0:
+        raise ValueError(f"beta must be > 0, got {beta}")
+    chosen = implicit_rewards(policy_chosen_logps, reference_chosen_logps, beta)
+    rejected = implicit_rewards(policy_rejected_logps, reference_rejected_logps, beta)
+    margin = chosen - rejected
+    if offset is not None:
+        offset = torch.as_tensor(offset, dtype=margin.dtype, device=margin.device).detach()
+        margin = margin - offset
+    # -log sigmoid(m) computed stably as softplus(-m).
+    loss = -F.logsigmoid(margin)
+    return PreferenceOutput(loss=loss, chosen_rewards=chosen.detach(), rejected_rewards=rejected.detach())
+
+
+def dpo_loss(*logps: torch.Tensor, beta: float, offset: torch.Tensor | None = None) -> PreferenceOutput:
+    """DPO: the offset is ignored even if given."""
+    return preference_terms(*logps, beta=beta, offset=None)
+
+
+def odpo_loss(*logps: torch.Tensor, beta: float, offset: torch.Tensor | None = None) -> PreferenceOutput:
+    """ODPO: the pair must be separated by at least ``offset`` in implicit reward."""
+    return preference_terms(*logps, beta=beta, offset=offset)
+
+
+# name -> function(policy_chosen, policy_rejected, ref_chosen, ref_rejected, beta=, offset=)
+LOSSES: dict[str, Callable[..., PreferenceOutput]] = {"dpo": dpo_loss, "odpo": odpo_loss}
+
+# Losses that use an offset (and therefore alpha and a scaling function).
+USES_OFFSET = {"odpo"}

@@ -1,0 +1,104 @@
+"""One training run of an experiment: every stage in order, each reused from the
+cache when an identical one has already run. Hydra calls ``main`` once per run
+(``-m`` sweeps call it once per grid point)."""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+from pathlib import Path
+
+import hydra
+from omegaconf import DictConfig, OmegaConf
+
+from pipeline import PROJECT_ROOT, results
+from pipeline.cache import Cache
+from pipeline.errors import PipelineError
+from pipeline.logger import RunLogger, read_csv_log
+from pipeline.losses import USES_OFFSET
+from pipeline.seeding import configure_threads
+from pipeline.stages import classifier, data, evaluate, pairs, reference, sample, score, sft, train
+from pipeline.validate import validate
+
+
+def run_name(cfg: DictConfig) -> str:
+    parts = [cfg.loss.name, f"b{cfg.loss.beta:g}"]
+    if cfg.loss.name in USES_OFFSET:
+        parts += [f"a{cfg.loss.alpha:g}", cfg.offset.name]
+    return "-".join(parts + [f"n{cfg.n_pairs}", f"s{cfg.seed}"])
+
+
+def run_experiment(cfg: DictConfig) -> dict:
+    """Run (or reuse) every stage for one grid point; return its result row."""
+    t0 = time.perf_counter()
+    validate(cfg)
+    configure_threads(cfg.threads)
+    cache = Cache(cfg.cache_dir)
+
+    data_art = data.run(cfg, cache)
+    sft_art = sft.run(cfg, cache, data_art)
+    clf_art = classifier.run(cfg, cache, data_art)
+    samples_art = sample.run(cfg, cache, sft_art, data_art)
+    scores_art = score.run(cfg, cache, samples_art, clf_art)
+    pairs_art = pairs.run(cfg, cache, scores_art)
+    ref_art = reference.run(cfg, cache, sft_art, samples_art)
+
+    uses_offset = cfg.loss.name in USES_OFFSET
+    row = {
+        "loss": cfg.loss.name,
+        "beta": float(cfg.loss.beta),
+        "alpha": float(cfg.loss.alpha) if uses_offset else 0.0,
+        "offset": cfg.offset.name if uses_offset else "none",
+        "n_pairs": int(cfg.n_pairs),
+        "seed": int(cfg.seed),
+        "scale": cfg.scale.name,
+        "stand_in": bool(cfg.scale.stand_in),
+    }
+    logger = RunLogger(
+        cfg.wandb,
+        name=run_name(cfg),
+        group=cfg.experiment_name,
+        tags=[f"{k}={row[k]}" for k in ("loss", "beta", "alpha", "offset", "n_pairs", "seed")],
+        config=OmegaConf.to_container(cfg, resolve=True),
+        wandb_dir=Path(cfg.cache_dir) / "wandb",
+    )
+    failed = True
+    try:
+        train_art = train.run(cfg, cache, sft_art, samples_art, pairs_art, ref_art, logger)
+        if not train_art.computed:
+            # A reused training run still gets its curves in this W&B run.
+            for r in read_csv_log(train_art / "train_log.csv"):
+                step = int(r.pop("step"))
+                logger.log(r, step)
+        eval_art = evaluate.run(cfg, cache, train_art, sft_art, clf_art, data_art)
+        metrics = evaluate.load(eval_art)
+        row.update(metrics, train_seconds=train_art.info.get("train_seconds"), train_key=train_art.key, eval_key=eval_art.key)
+        logger.summary({f"eval/{k}": v for k, v in metrics.items()} | {"classifier_accuracy": clf_art.info["accuracy"]})
+        failed = False
+    finally:
+        logger.finish(failed=failed)
+
+    # The SFT model is evaluated once (same eval prompts and seed) as the baseline row.
+    base_art = evaluate.run(cfg, cache, sft_art, sft_art, clf_art, data_art)
+    base = {"loss": "sft", "scale": cfg.scale.name, "stand_in": bool(cfg.scale.stand_in), "eval_key": base_art.key}
+    base.update(evaluate.load(base_art))
+    results.upsert(Path(cfg.results_dir) / "runs.csv", [base, row])
+    print(
+        f"[run] {run_name(cfg)}: reward {row['reward']:.3f}±{row['reward_se']:.3f}, "
+        f"KL {row['kl']:.3f}±{row['kl_se']:.3f} (exact {row['kl_exact']:.3f}), "
+        f"SFT reward {base['reward']:.3f}, classifier acc {clf_art.info['accuracy']:.3f}, {time.perf_counter() - t0:.1f}s"
+    )
+    return row
+
+
+@hydra.main(version_base="1.3", config_path=str(PROJECT_ROOT / "conf"), config_name="config")
+def main(cfg: DictConfig) -> dict | None:
+    if cfg.offline:
+        os.environ.setdefault("HF_HUB_OFFLINE", "1")
+        os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+    try:
+        return run_experiment(cfg)
+    except PipelineError as e:
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(1)

@@ -1,0 +1,35 @@
+"""Stage 6, pairs: all pairs with different scores, then a seeded subsample of n_pairs."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from omegaconf import DictConfig
+
+from pipeline import pairs as pairs_lib
+from pipeline.cache import Artifact, Cache
+from pipeline.errors import ConfigError
+from pipeline.io import load_arrays, save_arrays
+from pipeline.stages import score
+
+
+def run(cfg: DictConfig, cache: Cache, scores: Artifact) -> Artifact:
+    def build(out: Path) -> dict:
+        s = score.load(scores)["score"]
+        every = pairs_lib.all_pairs(s)
+        if cfg.n_pairs > len(every):
+            raise ConfigError(
+                f"n_pairs={cfg.n_pairs} but the sample set has only {len(every)} pairs with different scores "
+                f"(raise scale.sample.n_prompts or scale.sample.n_samples)"
+            )
+        chosen = pairs_lib.subsample(every, cfg.n_pairs, cfg.seed)
+        p, w, l = chosen[:, 0], chosen[:, 1], chosen[:, 2]
+        save_arrays(out / "pairs.npz", prompt=p, chosen=w, rejected=l, score_chosen=s[p, w], score_rejected=s[p, l])
+        print(f"[pairs] {len(every)} pairs available, kept {cfg.n_pairs} (seed {cfg.seed})")
+        return {"n_available": len(every), "n_pairs": cfg.n_pairs}
+
+    return cache.stage("pairs", {"n_pairs": cfg.n_pairs, "seed": cfg.seed}, [scores], build)
+
+
+def load(artifact: Artifact) -> dict:
+    return load_arrays(artifact / "pairs.npz")

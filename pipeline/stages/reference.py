@@ -1,0 +1,44 @@
+"""Stage 7a, reference: log pi_SFT(response | prompt) for every response of a
+sample set, computed once and reused by every training run on any subset of it."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+from omegaconf import DictConfig
+from tqdm.auto import tqdm
+
+from pipeline import models
+from pipeline.cache import Artifact, Cache
+from pipeline.io import load_arrays, save_arrays
+from pipeline.stages import sample
+
+
+@torch.no_grad()
+def batched_logps(model, prompts: list[list[int]], responses: list[list[int]], pad_id: int, batch_size: int) -> np.ndarray:
+    out = []
+    for i in tqdm(range(0, len(prompts), batch_size), desc="log-probs", leave=False):
+        out.append(models.sequence_logps(model, prompts[i : i + batch_size], responses[i : i + batch_size], pad_id).cpu())
+    return torch.cat(out).double().numpy()
+
+
+def run(cfg: DictConfig, cache: Cache, sft: Artifact, samples: Artifact) -> Artifact:
+    def build(out: Path) -> dict:
+        s = sample.load(samples)
+        n_prompts, n_samples = len(s["responses"]), len(s["responses"][0])
+        prompts = [p for p in s["prompts"] for _ in range(n_samples)]
+        responses = [r for rs in s["responses"] for r in rs]
+        tok = models.load_tokenizer(sft / "model")
+        model = models.load_model(sft / "model", cfg.device).eval()
+        logps = batched_logps(model, prompts, responses, tok.pad_token_id, cfg.scale.eval.batch_size)
+        save_arrays(out / "reference_logps.npz", logps=logps.reshape(n_prompts, n_samples))
+        print(f"[reference] {logps.size} responses, mean log-prob {logps.mean():.2f}")
+        return {}
+
+    return cache.stage("reference", {}, [sft, samples], build)
+
+
+def load(artifact: Artifact) -> np.ndarray:
+    return load_arrays(artifact / "reference_logps.npz")["logps"]

@@ -1,0 +1,86 @@
+"""Stage 2, sft: the supervised fine-tuned model that is both the policy's start
+and the frozen reference.
+
+Embedded scale: a small GPT-2-architecture model trained from scratch with a
+byte-level BPE tokenizer trained on the same review text. Paper scale: fine-tune
+a hub model (gpt2-large) on the training reviews. Same loop either way.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import torch
+from omegaconf import DictConfig, OmegaConf
+from tqdm.auto import tqdm
+from transformers import get_cosine_schedule_with_warmup
+
+from pipeline import models
+from pipeline.cache import Artifact, Cache
+from pipeline.hub import require_model
+from pipeline.io import read_jsonl
+from pipeline.seeding import set_seed
+
+
+def run(cfg: DictConfig, cache: Cache, data: Artifact) -> Artifact:
+    model_cfg, sft_cfg = cfg.scale.model, cfg.scale.sft
+    if model_cfg.pretrained:
+        require_model(model_cfg.pretrained, "scale.model.pretrained")
+    params = {"model": OmegaConf.to_container(model_cfg), "sft": OmegaConf.to_container(sft_cfg)}
+
+    def build(out: Path) -> dict:
+        gen = set_seed(sft_cfg.seed)
+        texts = [r["text"] for r in read_jsonl(data / "train.jsonl", required=("text",))]
+        if model_cfg.pretrained:
+            tok = models.load_tokenizer(model_cfg.pretrained)
+            model = models.load_model(model_cfg.pretrained, cfg.device)
+        else:
+            tok = models.train_bpe_tokenizer(texts, model_cfg.vocab_size)
+            model = models.small_gpt2(
+                len(tok), model_cfg.n_layer, model_cfg.n_embd, model_cfg.n_head, model_cfg.n_positions
+            ).to(cfg.device)
+        bos, eos = tok.bos_token_id, tok.eos_token_id
+        seqs = [
+            [bos, *ids[: sft_cfg.max_length - 2], eos]
+            for ids in tok(texts, add_special_tokens=False)["input_ids"]
+        ]
+        final_loss = train_lm(model, seqs, sft_cfg, tok.pad_token_id, gen, cfg.device)
+        model.save_pretrained(out / "model")
+        tok.save_pretrained(out / "model")
+        n_params = sum(p.numel() for p in model.parameters())
+        print(f"[sft] {n_params / 1e6:.2f}M parameters, {len(seqs)} texts, final loss {final_loss:.3f}")
+        return {"final_loss": final_loss, "n_params": n_params, "n_texts": len(seqs)}
+
+    return cache.stage("sft", params, [data], build)
+
+
+def train_lm(
+    model: torch.nn.Module, seqs: list[list[int]], sft_cfg: DictConfig, pad_id: int, gen: torch.Generator, device: str
+) -> float:
+    """Next-token cross-entropy on whole texts (padding ignored)."""
+    opt = torch.optim.AdamW(model.parameters(), lr=sft_cfg.lr, weight_decay=sft_cfg.weight_decay)
+    sched = get_cosine_schedule_with_warmup(opt, sft_cfg.warmup_steps, sft_cfg.steps)
+    model.train()
+    ema = math.nan
+    bar = tqdm(range(sft_cfg.steps), desc="sft", leave=False)
+    for _ in bar:
+        idx = torch.randint(len(seqs), (sft_cfg.batch_size,), generator=gen).tolist()
+        batch = [seqs[i] for i in idx]
+        width = max(len(s) for s in batch)
+        ids = torch.full((len(batch), width), pad_id, dtype=torch.long)
+        mask = torch.zeros_like(ids)
+        for b, s in enumerate(batch):
+            ids[b, : len(s)] = torch.tensor(s)
+            mask[b, : len(s)] = 1
+        labels = ids.masked_fill(mask == 0, -100)
+        loss = model(input_ids=ids.to(device), attention_mask=mask.to(device), labels=labels.to(device)).loss
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), sft_cfg.max_grad_norm)
+        opt.step()
+        sched.step()
+        ema = loss.item() if math.isnan(ema) else 0.98 * ema + 0.02 * loss.item()
+        bar.set_postfix(loss=f"{ema:.3f}")
+    model.eval()
+    return round(ema, 4)

@@ -1,0 +1,127 @@
+"""Stage 7b, train: DPO or ODPO on a set of pairs, starting from the SFT model,
+with reference log-probs read from the cache (never recomputed per run)."""
+
+from __future__ import annotations
+
+import math
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from omegaconf import DictConfig, OmegaConf
+from tqdm.auto import tqdm
+from transformers import get_constant_schedule_with_warmup
+
+from pipeline import models
+from pipeline.cache import Artifact, Cache
+from pipeline.errors import ConfigError, PipelineError
+from pipeline.logger import CSVLog, RunLogger
+from pipeline.losses import LOSSES, USES_OFFSET
+from pipeline.offsets import compute_offset
+from pipeline.seeding import set_seed
+from pipeline.stages import pairs as pairs_stage
+from pipeline.stages import reference, sample
+
+
+def loss_identity(cfg: DictConfig) -> dict:
+    """What defines the objective. DPO ignores alpha and the offset function, so
+    they are left out of its key: DPO runs are shared across offset sweeps."""
+    ident = {"loss": cfg.loss.name, "beta": float(cfg.loss.beta)}
+    if cfg.loss.name in USES_OFFSET:
+        ident.update(alpha=float(cfg.loss.alpha), offset=cfg.offset.name)
+    return ident
+
+
+def pair_offsets(cfg: DictConfig, pairs: dict) -> torch.Tensor | None:
+    if cfg.loss.name not in USES_OFFSET:
+        return None
+    try:
+        return compute_offset(pairs["score_chosen"], pairs["score_rejected"], cfg.offset.name, cfg.loss.alpha).float()
+    except ValueError as e:
+        raise ConfigError(f"offset={cfg.offset.name}: {e}") from None
+
+
+def run(
+    cfg: DictConfig,
+    cache: Cache,
+    sft: Artifact,
+    samples: Artifact,
+    pairs: Artifact,
+    ref: Artifact,
+    logger: RunLogger,
+) -> Artifact:
+    params = {**loss_identity(cfg), "train": OmegaConf.to_container(cfg.scale.train), "seed": cfg.seed}
+
+    def build(out: Path) -> dict:
+        start = time.perf_counter()
+        gen = set_seed(cfg.seed)
+        p = pairs_stage.load(pairs)
+        offsets = pair_offsets(cfg, p)
+        s = sample.load(samples)
+        reference_logps = torch.from_numpy(reference.load(ref)).float()  # (n_prompts, n_samples)
+        tok = models.load_tokenizer(sft / "model")
+        policy = models.load_model(sft / "model", cfg.device).train()
+        log = CSVLog(out / "train_log.csv")
+        steps = train_pairs(cfg, policy, s, p, reference_logps, offsets, tok.pad_token_id, gen, [log, logger])
+        log.close()
+        policy.save_pretrained(out / "model")
+        tok.save_pretrained(out / "model")
+        seconds = time.perf_counter() - start
+        print(f"[train] {cfg.loss.name} beta={cfg.loss.beta}: {steps} steps on {len(p['prompt'])} pairs in {seconds:.1f}s")
+        return {"train_seconds": round(seconds, 2), "steps": steps}
+
+    return cache.stage("train", params, [sft, samples, pairs, ref], build)
+
+
+def train_pairs(cfg, policy, s, p, reference_logps, offsets, pad_id, gen, sinks) -> int:
+    train_cfg = cfg.scale.train
+    loss_fn = LOSSES[cfg.loss.name]
+    n = len(p["prompt"])
+    opt_cls = {"adamw": torch.optim.AdamW, "rmsprop": torch.optim.RMSprop}[train_cfg.optimizer]
+    opt = opt_cls(policy.parameters(), lr=train_cfg.lr)
+    sched = get_constant_schedule_with_warmup(opt, train_cfg.warmup_steps)
+    step = 0
+    bs = train_cfg.batch_size
+    for epoch in range(train_cfg.epochs):
+        # Epoch 0 uses the seeded pair order from the pairs stage; later epochs reshuffle.
+        order = np.arange(n) if epoch == 0 else torch.randperm(n, generator=gen).numpy()
+        for start in tqdm(range(0, n, bs), desc=f"{cfg.loss.name} b={cfg.loss.beta}", leave=False):
+            idx = order[start : start + bs]
+            pi, ci, ri = p["prompt"][idx], p["chosen"][idx], p["rejected"][idx]
+            prompts = [s["prompts"][i] for i in pi]
+            responses = [s["responses"][i][j] for i, j in zip(pi, ci, strict=True)] + [
+                s["responses"][i][j] for i, j in zip(pi, ri, strict=True)
+            ]
+            # One forward over chosen and rejected together: (2B,) log-probs.
+            logps = models.sequence_logps(policy, prompts + prompts, responses, pad_id)
+            policy_chosen, policy_rejected = logps[: len(idx)], logps[len(idx) :]
+            ref_chosen, ref_rejected = reference_logps[pi, ci], reference_logps[pi, ri]
+            offset = offsets[idx] if offsets is not None else None
+            out = loss_fn(policy_chosen, policy_rejected, ref_chosen, ref_rejected, beta=cfg.loss.beta, offset=offset)
+            loss = out.loss.mean()
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            grad_norm = float(torch.nn.utils.clip_grad_norm_(policy.parameters(), train_cfg.max_grad_norm))
+            if not (math.isfinite(loss.item()) and math.isfinite(grad_norm)):
+                raise PipelineError(
+                    f"non-finite loss ({loss.item()}) or grad norm ({grad_norm}) at step {step}, batch of pairs {start}..{start + len(idx) - 1}"
+                )
+            opt.step()
+            sched.step()
+            margins = out.chosen_rewards - out.rejected_rewards
+            metrics = {
+                "train/loss": loss.item(),
+                "train/rewards_chosen": out.chosen_rewards.mean().item(),
+                "train/rewards_rejected": out.rejected_rewards.mean().item(),
+                "train/margins": margins.mean().item(),
+                "train/accuracy": (margins > 0).float().mean().item(),
+                "train/offset": offset.mean().item() if offset is not None else 0.0,
+                "train/grad_norm": grad_norm,
+            }
+            if step % train_cfg.log_every == 0:
+                for sink in sinks:
+                    sink.log(metrics, step)
+            step += 1
+    policy.eval()
+    return step
