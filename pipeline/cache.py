@@ -113,7 +113,9 @@ class Cache:
                     for p in sorted(tmp.rglob("*"))
                     if p.is_file()
                 }
-                atomic_write_json(tmp / MANIFEST, {"stage": stage, "key": key, "info": info, "files": files})
+                atomic_write_json(
+                    tmp / MANIFEST, {"stage": stage, "key": key, "info": info, "files": files}
+                )
                 os.replace(tmp, final)
             except BaseException:
                 shutil.rmtree(tmp, ignore_errors=True)
@@ -141,7 +143,9 @@ class Cache:
         self._log(stage, key, status, seconds)
 
     def _log(self, stage: str, key: str, status: str, seconds: float) -> None:
-        line = json.dumps({"stage": stage, "key": key, "status": status, "seconds": round(seconds, 3)})
+        line = json.dumps(
+            {"stage": stage, "key": key, "status": status, "seconds": round(seconds, 3)}
+        )
         # One short write in append mode is atomic enough for concurrent writers on a local disk.
         with open(self.ledger_path, "a") as f:
             f.write(line + "\n")

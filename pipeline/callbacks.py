@@ -20,8 +20,12 @@ def plot_results(results_dir: str | Path, cache_dir: str | Path, title: str) -> 
         return None
     start = time.perf_counter()
     out = reward_vs_kl(table, Path(results_dir) / "reward_vs_kl.png", title=title)
-    reward_vs_kl(table, Path(results_dir) / "reward_vs_kl_exact.png", kl_column="kl_exact", title=title)
-    Cache(cache_dir).record("plot", file_sha256(table)[:16], "computed", time.perf_counter() - start)
+    reward_vs_kl(
+        table, Path(results_dir) / "reward_vs_kl_exact.png", kl_column="kl_exact", title=title
+    )
+    Cache(cache_dir).record(
+        "plot", file_sha256(table)[:16], "computed", time.perf_counter() - start
+    )
     print(f"[plot] wrote {out}")
     return out
 

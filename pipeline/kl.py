@@ -25,7 +25,9 @@ def exact_token_kl(
     policy_token_logprobs, reference_token_logprobs: (n, T, V) log-softmax outputs.
     mask: (n, T), 1 on response positions. Returns (n,).
     """
-    per_position = (policy_token_logprobs.exp() * (policy_token_logprobs - reference_token_logprobs)).sum(-1)
+    per_position = (
+        policy_token_logprobs.exp() * (policy_token_logprobs - reference_token_logprobs)
+    ).sum(-1)
     return (per_position * mask).sum(-1)
 
 

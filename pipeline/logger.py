@@ -11,7 +11,15 @@ from typing import Any
 class RunLogger:
     """Logs step metrics and final metrics. ``finish()`` must always be called."""
 
-    def __init__(self, wandb_cfg: Any | None = None, name: str = "", group: str = "", tags: list[str] | None = None, config: dict | None = None, wandb_dir: str | Path = ".") -> None:
+    def __init__(
+        self,
+        wandb_cfg: Any | None = None,
+        name: str = "",
+        group: str = "",
+        tags: list[str] | None = None,
+        config: dict | None = None,
+        wandb_dir: str | Path = ".",
+    ) -> None:
         self.run = None
         if wandb_cfg is not None and wandb_cfg.mode != "disabled":
             import wandb

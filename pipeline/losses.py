@@ -71,15 +71,21 @@ def preference_terms(
         margin = margin - offset
     # -log sigmoid(m) computed stably as softplus(-m).
     loss = -F.logsigmoid(margin)
-    return PreferenceOutput(loss=loss, chosen_rewards=chosen.detach(), rejected_rewards=rejected.detach())
+    return PreferenceOutput(
+        loss=loss, chosen_rewards=chosen.detach(), rejected_rewards=rejected.detach()
+    )
 
 
-def dpo_loss(*logps: torch.Tensor, beta: float, offset: torch.Tensor | None = None) -> PreferenceOutput:
+def dpo_loss(
+    *logps: torch.Tensor, beta: float, offset: torch.Tensor | None = None
+) -> PreferenceOutput:
     """DPO: the offset is ignored even if given."""
     return preference_terms(*logps, beta=beta, offset=None)
 
 
-def odpo_loss(*logps: torch.Tensor, beta: float, offset: torch.Tensor | None = None) -> PreferenceOutput:
+def odpo_loss(
+    *logps: torch.Tensor, beta: float, offset: torch.Tensor | None = None
+) -> PreferenceOutput:
     """ODPO: the pair must be separated by at least ``offset`` in implicit reward."""
     return preference_terms(*logps, beta=beta, offset=offset)
 

@@ -73,15 +73,28 @@ def run_experiment(cfg: DictConfig) -> dict:
                 logger.log(r, step)
         eval_art = evaluate.run(cfg, cache, train_art, sft_art, clf_art, data_art)
         metrics = evaluate.load(eval_art)
-        row.update(metrics, train_seconds=train_art.info.get("train_seconds"), train_key=train_art.key, eval_key=eval_art.key)
-        logger.summary({f"eval/{k}": v for k, v in metrics.items()} | {"classifier_accuracy": clf_art.info["accuracy"]})
+        row.update(
+            metrics,
+            train_seconds=train_art.info.get("train_seconds"),
+            train_key=train_art.key,
+            eval_key=eval_art.key,
+        )
+        logger.summary(
+            {f"eval/{k}": v for k, v in metrics.items()}
+            | {"classifier_accuracy": clf_art.info["accuracy"]}
+        )
         failed = False
     finally:
         logger.finish(failed=failed)
 
     # The SFT model is evaluated once (same eval prompts and seed) as the baseline row.
     base_art = evaluate.run(cfg, cache, sft_art, sft_art, clf_art, data_art)
-    base = {"loss": "sft", "scale": cfg.scale.name, "stand_in": bool(cfg.scale.stand_in), "eval_key": base_art.key}
+    base = {
+        "loss": "sft",
+        "scale": cfg.scale.name,
+        "stand_in": bool(cfg.scale.stand_in),
+        "eval_key": base_art.key,
+    }
     base.update(evaluate.load(base_art))
     results.upsert(Path(cfg.results_dir) / "runs.csv", [base, row])
     print(

@@ -10,7 +10,13 @@ import math
 from pathlib import Path
 
 import torch
-from transformers import AutoModelForCausalLM, AutoTokenizer, GPT2Config, GPT2LMHeadModel, PreTrainedTokenizerFast
+from transformers import (
+    AutoModelForCausalLM,
+    AutoTokenizer,
+    GPT2Config,
+    GPT2LMHeadModel,
+    PreTrainedTokenizerFast,
+)
 
 SPECIAL = "<|endoftext|>"
 
@@ -20,13 +26,17 @@ def train_bpe_tokenizer(texts: list[str], vocab_size: int) -> PreTrainedTokenize
     from tokenizers import ByteLevelBPETokenizer
 
     bpe = ByteLevelBPETokenizer()
-    bpe.train_from_iterator(texts, vocab_size=vocab_size, min_frequency=2, special_tokens=[SPECIAL], show_progress=False)
+    bpe.train_from_iterator(
+        texts, vocab_size=vocab_size, min_frequency=2, special_tokens=[SPECIAL], show_progress=False
+    )
     return PreTrainedTokenizerFast(
         tokenizer_object=bpe._tokenizer, bos_token=SPECIAL, eos_token=SPECIAL, pad_token=SPECIAL
     )
 
 
-def small_gpt2(vocab_size: int, n_layer: int, n_embd: int, n_head: int, n_positions: int) -> GPT2LMHeadModel:
+def small_gpt2(
+    vocab_size: int, n_layer: int, n_embd: int, n_head: int, n_positions: int
+) -> GPT2LMHeadModel:
     config = GPT2Config(
         vocab_size=vocab_size,
         n_positions=n_positions,
@@ -55,7 +65,9 @@ def load_tokenizer(path: str | Path) -> PreTrainedTokenizerFast:
     return tok
 
 
-def join(prompts: list[list[int]], responses: list[list[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def join(
+    prompts: list[list[int]], responses: list[list[int]], pad_id: int
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Right-padded ``prompt + response`` batch.
 
     Returns input_ids (B, T), attention_mask (B, T), and response_mask (B, T) that
@@ -132,7 +144,11 @@ def sample(
         for b, p in enumerate(chunk):
             ids[b, width - len(p) :] = torch.tensor(p)
             mask[b, width - len(p) :] = 1
-        kwargs = {"do_sample": True, "temperature": temperature, "top_p": top_p, "top_k": 0} if do_sample else {"do_sample": False}
+        kwargs = (
+            {"do_sample": True, "temperature": temperature, "top_p": top_p, "top_k": 0}
+            if do_sample
+            else {"do_sample": False}
+        )
         gen = model.generate(
             input_ids=ids.to(_device(model)),
             attention_mask=mask.to(_device(model)),

@@ -15,7 +15,13 @@ import torch
 def log_diff(score_chosen: torch.Tensor, score_rejected: torch.Tensor) -> torch.Tensor:
     """log(r_w - r_l): the paper's default. Undefined at a tie."""
     diff = score_chosen - score_rejected
-    _require(diff > 0, "log_diff", "needs score_chosen > score_rejected (no ties)", score_chosen, score_rejected)
+    _require(
+        diff > 0,
+        "log_diff",
+        "needs score_chosen > score_rejected (no ties)",
+        score_chosen,
+        score_rejected,
+    )
     return torch.log(diff)
 
 

@@ -49,7 +49,11 @@ def identity_keys(df: pd.DataFrame) -> pd.Series:
     for col in IDENTITY:
         values = df[col]
         if col in ("beta", "alpha", "n_pairs", "seed"):
-            values = pd.to_numeric(values, errors="coerce").astype(float).map(lambda v: "" if pd.isna(v) else f"{v:g}")
+            values = (
+                pd.to_numeric(values, errors="coerce")
+                .astype(float)
+                .map(lambda v: "" if pd.isna(v) else f"{v:g}")
+            )
         parts.append(values.astype("string").fillna(""))
     return pd.concat(parts, axis=1).agg("|".join, axis=1)
 
@@ -57,7 +61,9 @@ def identity_keys(df: pd.DataFrame) -> pd.Series:
 def sort(df: pd.DataFrame) -> pd.DataFrame:
     order = {"sft": 0, "dpo": 1, "odpo": 2}
     return df.sort_values(
-        ["loss", "offset", "alpha", "n_pairs", "seed", "beta"], key=lambda c: c.map(order) if c.name == "loss" else c, na_position="first"
+        ["loss", "offset", "alpha", "n_pairs", "seed", "beta"],
+        key=lambda c: c.map(order) if c.name == "loss" else c,
+        na_position="first",
     ).reset_index(drop=True)
 
 

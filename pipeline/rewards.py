@@ -14,6 +14,8 @@ def training_score(p_positive: np.ndarray) -> np.ndarray:
     p = np.asarray(p_positive, dtype=np.float64)
     if p.size and (not np.isfinite(p).all() or (p < 0).any() or (p > 1).any()):
         bad = int(np.flatnonzero(~np.isfinite(p) | (p < 0) | (p > 1))[0])
-        raise ValueError(f"classifier returned p(positive)={p.flat[bad]!r} at row {bad}: not a probability")
+        raise ValueError(
+            f"classifier returned p(positive)={p.flat[bad]!r} at row {bad}: not a probability"
+        )
     says_positive = p >= 0.5
     return np.where(says_positive, 1.0 + p, 1.0 - (1.0 - p))

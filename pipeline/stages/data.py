@@ -19,8 +19,12 @@ def load_rows(data_cfg: DictConfig, download_dir: Path) -> tuple[list[dict], lis
     src = data_cfg.source
     if src == "hub":
         return (
-            sources.hub_dataset(data_cfg.name, data_cfg.train_split, data_cfg.text_field, data_cfg.label_field),
-            sources.hub_dataset(data_cfg.name, data_cfg.test_split, data_cfg.text_field, data_cfg.label_field),
+            sources.hub_dataset(
+                data_cfg.name, data_cfg.train_split, data_cfg.text_field, data_cfg.label_field
+            ),
+            sources.hub_dataset(
+                data_cfg.name, data_cfg.test_split, data_cfg.text_field, data_cfg.label_field
+            ),
         )
     if src == "rotten_tomatoes":
         rows = sources.rotten_tomatoes(download_dir)
@@ -37,20 +41,32 @@ def load_rows(data_cfg: DictConfig, download_dir: Path) -> tuple[list[dict], lis
 def run(cfg: DictConfig, cache: Cache) -> Artifact:
     params = OmegaConf.to_container(cfg.data, resolve=True)
     params.pop("download_dir", None)
-    params.update(n_sample_prompts=cfg.scale.sample.n_prompts, n_eval_prompts=cfg.scale.eval.n_prompts)
+    params.update(
+        n_sample_prompts=cfg.scale.sample.n_prompts, n_eval_prompts=cfg.scale.eval.n_prompts
+    )
 
     def build(out: Path) -> dict:
         train, test = load_rows(cfg.data, Path(cfg.data.download_dir))
         n_sample, n_eval = cfg.scale.sample.n_prompts, cfg.scale.eval.n_prompts
         if n_sample > len(train):
-            raise DataError(f"scale.sample.n_prompts={n_sample} but the training split has {len(train)} texts")
+            raise DataError(
+                f"scale.sample.n_prompts={n_sample} but the training split has {len(train)} texts"
+            )
         if n_eval > len(test):
-            raise DataError(f"scale.eval.n_prompts={n_eval} but the held-out split has {len(test)} texts")
+            raise DataError(
+                f"scale.eval.n_prompts={n_eval} but the held-out split has {len(test)} texts"
+            )
         rng = np.random.default_rng(cfg.data.split_seed)
         write_jsonl(out / "train.jsonl", train)
         write_jsonl(out / "test.jsonl", test)
-        write_jsonl(out / "sample_prompts.jsonl", [train[i] for i in rng.choice(len(train), n_sample, replace=False)])
-        write_jsonl(out / "eval_prompts.jsonl", [test[i] for i in rng.choice(len(test), n_eval, replace=False)])
+        write_jsonl(
+            out / "sample_prompts.jsonl",
+            [train[i] for i in rng.choice(len(train), n_sample, replace=False)],
+        )
+        write_jsonl(
+            out / "eval_prompts.jsonl",
+            [test[i] for i in rng.choice(len(test), n_eval, replace=False)],
+        )
         return {"n_train": len(train), "n_test": len(test)}
 
     return cache.stage("data", params, [], build)

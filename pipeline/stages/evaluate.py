@@ -24,7 +24,9 @@ from pipeline.stages.score import checked_probabilities
 
 
 @torch.no_grad()
-def kl_to_reference(policy, reference, prompts, responses, pad_id: int, batch_size: int) -> tuple[np.ndarray, np.ndarray]:
+def kl_to_reference(
+    policy, reference, prompts, responses, pad_id: int, batch_size: int
+) -> tuple[np.ndarray, np.ndarray]:
     """Per-sample (k3, exact) KL estimates, each shape (n,)."""
     k3, exact = [], []
     for i in range(0, len(prompts), batch_size):
@@ -39,16 +41,30 @@ def kl_to_reference(policy, reference, prompts, responses, pad_id: int, batch_si
     return torch.cat(k3).double().numpy(), torch.cat(exact).double().numpy()
 
 
-def run(cfg: DictConfig, cache: Cache, policy: Artifact, sft: Artifact, classifier: Artifact, data: Artifact) -> Artifact:
+def run(
+    cfg: DictConfig,
+    cache: Cache,
+    policy: Artifact,
+    sft: Artifact,
+    classifier: Artifact,
+    data: Artifact,
+) -> Artifact:
     eval_cfg = cfg.scale.eval
-    params = {"eval": OmegaConf.to_container(eval_cfg), "sample": OmegaConf.to_container(cfg.scale.sample)}
+    params = {
+        "eval": OmegaConf.to_container(eval_cfg),
+        "sample": OmegaConf.to_container(cfg.scale.sample),
+    }
 
     def build(out: Path) -> dict:
         texts = [r["text"] for r in read_jsonl(data / "eval_prompts.jsonl", required=("text",))]
-        drawn = sample.generate(policy / "model", texts, cfg.scale.sample, 1, eval_cfg.seed, cfg.device)
+        drawn = sample.generate(
+            policy / "model", texts, cfg.scale.sample, 1, eval_cfg.seed, cfg.device
+        )
         prompts, responses = drawn["prompts"], [r[0] for r in drawn["responses"]]
         scorer = scorers.load(cfg.scorer, classifier.path, cfg.device)
-        reward = checked_probabilities(scorer.p_positive([t[0] for t in drawn["texts"]]), "evaluate")
+        reward = checked_probabilities(
+            scorer.p_positive([t[0] for t in drawn["texts"]]), "evaluate"
+        )
         tok = models.load_tokenizer(sft / "model")
         k3, exact = kl_to_reference(
             models.load_model(policy / "model", cfg.device).eval(),
@@ -60,7 +76,9 @@ def run(cfg: DictConfig, cache: Cache, policy: Artifact, sft: Artifact, classifi
         )
         metrics = {}
         for name, values in (("reward", reward), ("kl", k3), ("kl_exact", exact)):
-            metrics[name], metrics[f"{name}_se"] = kl.mean_and_se(torch.from_numpy(np.asarray(values)))
+            metrics[name], metrics[f"{name}_se"] = kl.mean_and_se(
+                torch.from_numpy(np.asarray(values))
+            )
         metrics["n_eval"] = len(texts)
         metrics["response_tokens"] = float(np.mean([len(r) for r in responses]))
         atomic_write_json(out / "metrics.json", metrics)

@@ -23,8 +23,15 @@ def run(cfg: DictConfig, cache: Cache, scores: Artifact) -> Artifact:
                 f"(raise scale.sample.n_prompts or scale.sample.n_samples)"
             )
         chosen = pairs_lib.subsample(every, cfg.n_pairs, cfg.seed)
-        p, w, l = chosen[:, 0], chosen[:, 1], chosen[:, 2]
-        save_arrays(out / "pairs.npz", prompt=p, chosen=w, rejected=l, score_chosen=s[p, w], score_rejected=s[p, l])
+        prompt, win, lose = chosen[:, 0], chosen[:, 1], chosen[:, 2]
+        save_arrays(
+            out / "pairs.npz",
+            prompt=prompt,
+            chosen=win,
+            rejected=lose,
+            score_chosen=s[prompt, win],
+            score_rejected=s[prompt, lose],
+        )
         print(f"[pairs] {len(every)} pairs available, kept {cfg.n_pairs} (seed {cfg.seed})")
         return {"n_available": len(every), "n_pairs": cfg.n_pairs}
 

@@ -17,10 +17,16 @@ from pipeline.stages import sample
 
 
 @torch.no_grad()
-def batched_logps(model, prompts: list[list[int]], responses: list[list[int]], pad_id: int, batch_size: int) -> np.ndarray:
+def batched_logps(
+    model, prompts: list[list[int]], responses: list[list[int]], pad_id: int, batch_size: int
+) -> np.ndarray:
     out = []
     for i in tqdm(range(0, len(prompts), batch_size), desc="log-probs", leave=False):
-        out.append(models.sequence_logps(model, prompts[i : i + batch_size], responses[i : i + batch_size], pad_id).cpu())
+        out.append(
+            models.sequence_logps(
+                model, prompts[i : i + batch_size], responses[i : i + batch_size], pad_id
+            ).cpu()
+        )
     return torch.cat(out).double().numpy()
 
 
@@ -32,7 +38,9 @@ def run(cfg: DictConfig, cache: Cache, sft: Artifact, samples: Artifact) -> Arti
         responses = [r for rs in s["responses"] for r in rs]
         tok = models.load_tokenizer(sft / "model")
         model = models.load_model(sft / "model", cfg.device).eval()
-        logps = batched_logps(model, prompts, responses, tok.pad_token_id, cfg.scale.eval.batch_size)
+        logps = batched_logps(
+            model, prompts, responses, tok.pad_token_id, cfg.scale.eval.batch_size
+        )
         save_arrays(out / "reference_logps.npz", logps=logps.reshape(n_prompts, n_samples))
         print(f"[reference] {logps.size} responses, mean log-prob {logps.mean():.2f}")
         return {}

@@ -22,7 +22,14 @@ def make_prompts(tok, texts: list[str], prompt_tokens: int) -> list[list[int]]:
     return [[tok.bos_token_id, *t[:prompt_tokens]] for t in ids]
 
 
-def generate(model_dir: Path, prompt_texts: list[str], sample_cfg: DictConfig, n_samples: int, seed: int, device: str) -> dict:
+def generate(
+    model_dir: Path,
+    prompt_texts: list[str],
+    sample_cfg: DictConfig,
+    n_samples: int,
+    seed: int,
+    device: str,
+) -> dict:
     """Sample and package prompts, response ids and decoded texts."""
     set_seed(seed)
     tok = models.load_tokenizer(model_dir)
@@ -43,7 +50,8 @@ def generate(model_dir: Path, prompt_texts: list[str], sample_cfg: DictConfig, n
     )
     prompt_text = tok.batch_decode(prompts, skip_special_tokens=True)
     texts = [
-        [prompt_text[i] + tok.decode(r, skip_special_tokens=True) for r in rs] for i, rs in enumerate(responses)
+        [prompt_text[i] + tok.decode(r, skip_special_tokens=True) for r in rs]
+        for i, rs in enumerate(responses)
     ]
     return {"prompts": prompts, "responses": responses, "texts": texts}
 
@@ -58,10 +66,14 @@ def run(cfg: DictConfig, cache: Cache, sft: Artifact, data: Artifact) -> Artifac
 
     def build(out: Path) -> dict:
         texts = [r["text"] for r in read_jsonl(data / "sample_prompts.jsonl", required=("text",))]
-        samples = generate(sft / "model", texts, sample_cfg, sample_cfg.n_samples, cfg.seed, cfg.device)
+        samples = generate(
+            sft / "model", texts, sample_cfg, sample_cfg.n_samples, cfg.seed, cfg.device
+        )
         atomic_write_json(out / "samples.json", samples)
         n = sum(len(r) for rs in samples["responses"] for r in rs)
-        print(f"[sample] seed {cfg.seed}: {len(texts)} prompts x {sample_cfg.n_samples} samples, {n} tokens")
+        print(
+            f"[sample] seed {cfg.seed}: {len(texts)} prompts x {sample_cfg.n_samples} samples, {n} tokens"
+        )
         return {"n_prompts": len(texts), "n_samples": sample_cfg.n_samples}
 
     return cache.stage("sample", params, [sft, data], build)

@@ -22,7 +22,9 @@ def checked_probabilities(p: np.ndarray, stage: str) -> np.ndarray:
     bad = ~np.isfinite(p) | (p < 0) | (p > 1)
     if bad.any():
         row = int(np.flatnonzero(bad.reshape(-1))[0])
-        raise DataError(f"[{stage}] scorer returned {p.reshape(-1)[row]!r} for row {row}: not a probability")
+        raise DataError(
+            f"[{stage}] scorer returned {p.reshape(-1)[row]!r} for row {row}: not a probability"
+        )
     return p
 
 

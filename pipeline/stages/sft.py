@@ -38,7 +38,11 @@ def run(cfg: DictConfig, cache: Cache, data: Artifact) -> Artifact:
         else:
             tok = models.train_bpe_tokenizer(texts, model_cfg.vocab_size)
             model = models.small_gpt2(
-                len(tok), model_cfg.n_layer, model_cfg.n_embd, model_cfg.n_head, model_cfg.n_positions
+                len(tok),
+                model_cfg.n_layer,
+                model_cfg.n_embd,
+                model_cfg.n_head,
+                model_cfg.n_positions,
             ).to(cfg.device)
         bos, eos = tok.bos_token_id, tok.eos_token_id
         seqs = [
@@ -49,14 +53,21 @@ def run(cfg: DictConfig, cache: Cache, data: Artifact) -> Artifact:
         model.save_pretrained(out / "model")
         tok.save_pretrained(out / "model")
         n_params = sum(p.numel() for p in model.parameters())
-        print(f"[sft] {n_params / 1e6:.2f}M parameters, {len(seqs)} texts, final loss {final_loss:.3f}")
+        print(
+            f"[sft] {n_params / 1e6:.2f}M parameters, {len(seqs)} texts, final loss {final_loss:.3f}"
+        )
         return {"final_loss": final_loss, "n_params": n_params, "n_texts": len(seqs)}
 
     return cache.stage("sft", params, [data], build)
 
 
 def train_lm(
-    model: torch.nn.Module, seqs: list[list[int]], sft_cfg: DictConfig, pad_id: int, gen: torch.Generator, device: str
+    model: torch.nn.Module,
+    seqs: list[list[int]],
+    sft_cfg: DictConfig,
+    pad_id: int,
+    gen: torch.Generator,
+    device: str,
 ) -> float:
     """Next-token cross-entropy on whole texts (padding ignored)."""
     opt = torch.optim.AdamW(model.parameters(), lr=sft_cfg.lr, weight_decay=sft_cfg.weight_decay)
@@ -74,7 +85,9 @@ def train_lm(
             ids[b, : len(s)] = torch.tensor(s)
             mask[b, : len(s)] = 1
         labels = ids.masked_fill(mask == 0, -100)
-        loss = model(input_ids=ids.to(device), attention_mask=mask.to(device), labels=labels.to(device)).loss
+        loss = model(
+            input_ids=ids.to(device), attention_mask=mask.to(device), labels=labels.to(device)
+        ).loss
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), sft_cfg.max_grad_norm)

@@ -37,7 +37,9 @@ def pair_offsets(cfg: DictConfig, pairs: dict) -> torch.Tensor | None:
     if cfg.loss.name not in USES_OFFSET:
         return None
     try:
-        return compute_offset(pairs["score_chosen"], pairs["score_rejected"], cfg.offset.name, cfg.loss.alpha).float()
+        return compute_offset(
+            pairs["score_chosen"], pairs["score_rejected"], cfg.offset.name, cfg.loss.alpha
+        ).float()
     except ValueError as e:
         raise ConfigError(f"offset={cfg.offset.name}: {e}") from None
 
@@ -51,7 +53,11 @@ def run(
     ref: Artifact,
     logger: RunLogger,
 ) -> Artifact:
-    params = {**loss_identity(cfg), "train": OmegaConf.to_container(cfg.scale.train), "seed": cfg.seed}
+    params = {
+        **loss_identity(cfg),
+        "train": OmegaConf.to_container(cfg.scale.train),
+        "seed": cfg.seed,
+    }
 
     def build(out: Path) -> dict:
         start = time.perf_counter()
@@ -63,12 +69,16 @@ def run(
         tok = models.load_tokenizer(sft / "model")
         policy = models.load_model(sft / "model", cfg.device).train()
         log = CSVLog(out / "train_log.csv")
-        steps = train_pairs(cfg, policy, s, p, reference_logps, offsets, tok.pad_token_id, gen, [log, logger])
+        steps = train_pairs(
+            cfg, policy, s, p, reference_logps, offsets, tok.pad_token_id, gen, [log, logger]
+        )
         log.close()
         policy.save_pretrained(out / "model")
         tok.save_pretrained(out / "model")
         seconds = time.perf_counter() - start
-        print(f"[train] {cfg.loss.name} beta={cfg.loss.beta}: {steps} steps on {len(p['prompt'])} pairs in {seconds:.1f}s")
+        print(
+            f"[train] {cfg.loss.name} beta={cfg.loss.beta}: {steps} steps on {len(p['prompt'])} pairs in {seconds:.1f}s"
+        )
         return {"train_seconds": round(seconds, 2), "steps": steps}
 
     return cache.stage("train", params, [sft, samples, pairs, ref], build)
@@ -98,11 +108,20 @@ def train_pairs(cfg, policy, s, p, reference_logps, offsets, pad_id, gen, sinks)
             policy_chosen, policy_rejected = logps[: len(idx)], logps[len(idx) :]
             ref_chosen, ref_rejected = reference_logps[pi, ci], reference_logps[pi, ri]
             offset = offsets[idx] if offsets is not None else None
-            out = loss_fn(policy_chosen, policy_rejected, ref_chosen, ref_rejected, beta=cfg.loss.beta, offset=offset)
+            out = loss_fn(
+                policy_chosen,
+                policy_rejected,
+                ref_chosen,
+                ref_rejected,
+                beta=cfg.loss.beta,
+                offset=offset,
+            )
             loss = out.loss.mean()
             opt.zero_grad(set_to_none=True)
             loss.backward()
-            grad_norm = float(torch.nn.utils.clip_grad_norm_(policy.parameters(), train_cfg.max_grad_norm))
+            grad_norm = float(
+                torch.nn.utils.clip_grad_norm_(policy.parameters(), train_cfg.max_grad_norm)
+            )
             if not (math.isfinite(loss.item()) and math.isfinite(grad_norm)):
                 raise PipelineError(
                     f"non-finite loss ({loss.item()}) or grad norm ({grad_norm}) at step {step}, batch of pairs {start}..{start + len(idx) - 1}"

@@ -1,0 +1,151 @@
+"""Unit tests for pipeline.kl, checked against the exact KL of two tiny GPT-2
+models by enumerating every response of a fixed length."""
+
+from __future__ import annotations
+
+import itertools
+
+import numpy as np
+import pytest
+import torch
+
+from pipeline.kl import exact_token_kl, k3_kl, mean_and_se
+from pipeline.models import response_token_logprobs, sequence_logps, small_gpt2
+
+VOCAB = 3
+LENGTH = 3
+PROMPT = [0, 1]
+RESPONSES = [list(r) for r in itertools.product(range(VOCAB), repeat=LENGTH)]  # 3**3 = 27
+PROMPTS = [PROMPT] * len(RESPONSES)
+PAD = 0
+
+
+def _model(seed: int) -> torch.nn.Module:
+    torch.manual_seed(seed)
+    model = small_gpt2(vocab_size=VOCAB, n_layer=1, n_embd=8, n_head=2, n_positions=8)
+    # GPT-2's init (std 0.02) gives almost uniform next-token distributions and a KL
+    # near zero; larger weights make the two models clearly different.
+    g = torch.Generator().manual_seed(1000 + seed)
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if ".ln_" not in name and "ln_f" not in name:
+                p.copy_(torch.randn(p.shape, generator=g) * 0.7)
+    return model.double().eval()
+
+
+@pytest.fixture(scope="module")
+def models() -> tuple[torch.nn.Module, torch.nn.Module]:
+    return _model(0), _model(1)
+
+
+@pytest.fixture(scope="module")
+def logps(models):
+    policy, reference = models
+    with torch.no_grad():
+        lp = sequence_logps(policy, PROMPTS, RESPONSES, PAD).double()
+        lq = sequence_logps(reference, PROMPTS, RESPONSES, PAD).double()
+    return lp, lq
+
+
+def _exact_kl(lp: torch.Tensor, lq: torch.Tensor) -> float:
+    # KL(p || q) = sum_y p(y) (log p(y) - log q(y))
+    return float((lp.exp() * (lp - lq)).sum())
+
+
+def test_enumeration_covers_all_responses(logps):
+    lp, lq = logps
+    assert len(RESPONSES) == 27
+    # Fixed-length responses: the 27 sequences carry all of the probability mass.
+    assert float(lp.exp().sum()) == pytest.approx(1.0, abs=1e-5)
+    assert float(lq.exp().sum()) == pytest.approx(1.0, abs=1e-5)
+
+
+def test_models_differ(logps):
+    lp, lq = logps
+    # Guard against a vacuous test: the KL must be well away from zero.
+    assert _exact_kl(lp, lq) > 0.05
+
+
+def test_k3_is_unbiased(logps):
+    lp, lq = logps
+    k3 = k3_kl(lp, lq)
+    assert k3.shape == (27,)
+    expectation = float((lp.exp() * k3).sum())
+    assert expectation == pytest.approx(_exact_kl(lp, lq), abs=1e-5)
+
+
+def test_k3_is_non_negative(logps):
+    lp, lq = logps
+    assert (k3_kl(lp, lq) >= 0).all()
+    assert (k3_kl(lq, lp) >= 0).all()
+    # Also on arbitrary log-ratios, including large ones.
+    g = torch.Generator().manual_seed(0)
+    a = torch.randn(1000, generator=g, dtype=torch.float64) * 10
+    b = torch.randn(1000, generator=g, dtype=torch.float64) * 10
+    assert (k3_kl(a, b) >= 0).all()
+
+
+def test_k3_hand_value():
+    # rho = log q - log p = -1 - (-2) = 1 -> exp(1) - 1 - 1 = 0.718281828...
+    out = k3_kl(
+        torch.tensor([-2.0], dtype=torch.float64), torch.tensor([-1.0], dtype=torch.float64)
+    )
+    assert out.item() == pytest.approx(0.718281828459045, abs=1e-12)
+
+
+def test_exact_token_kl_expectation_equals_sequence_kl(models, logps):
+    policy, reference = models
+    lp, lq = logps
+    with torch.no_grad():
+        p_tok, p_targets, p_mask = response_token_logprobs(policy, PROMPTS, RESPONSES, PAD)
+        q_tok, q_targets, q_mask = response_token_logprobs(reference, PROMPTS, RESPONSES, PAD)
+    assert torch.equal(p_targets, q_targets)
+    assert torch.equal(p_mask, q_mask)
+    # prompt (2) + response (3) = 5 tokens -> 4 next-token positions, the last 3 are response
+    assert p_tok.shape == (27, 4, VOCAB)
+    assert p_mask.sum(-1).tolist() == [3.0] * 27
+    per_sample = exact_token_kl(p_tok.double(), q_tok.double(), p_mask.double())
+    assert per_sample.shape == (27,)
+    assert (per_sample >= -1e-7).all()
+    expectation = float((lp.exp() * per_sample).sum())
+    assert expectation == pytest.approx(_exact_kl(lp, lq), abs=1e-5)
+
+
+def test_exact_token_kl_ignores_masked_positions():
+    g = torch.Generator().manual_seed(3)
+    p = torch.log_softmax(torch.randn(2, 4, 5, generator=g), -1)
+    q = torch.log_softmax(torch.randn(2, 4, 5, generator=g), -1)
+    mask = torch.tensor([[0.0, 1.0, 1.0, 0.0], [1.0, 1.0, 1.0, 1.0]])
+    per_position = (p.exp() * (p - q)).sum(-1)
+    out = exact_token_kl(p, q, mask)
+    torch.testing.assert_close(out[0], per_position[0, 1] + per_position[0, 2])
+    torch.testing.assert_close(out[1], per_position[1].sum())
+
+
+def test_identical_models_give_zero(models):
+    policy, _ = models
+    with torch.no_grad():
+        lp = sequence_logps(policy, PROMPTS, RESPONSES, PAD).double()
+        tok, _, mask = response_token_logprobs(policy, PROMPTS, RESPONSES, PAD)
+    assert torch.equal(k3_kl(lp, lp), torch.zeros(27, dtype=torch.float64))
+    assert torch.equal(exact_token_kl(tok, tok, mask), torch.zeros(27))
+
+
+def test_mean_and_se_matches_numpy():
+    rng = np.random.default_rng(0)
+    values = rng.normal(2.0, 3.0, size=37)
+    mean, se = mean_and_se(torch.tensor(values, dtype=torch.float32))
+    assert mean == pytest.approx(float(np.mean(values)), rel=1e-6)
+    assert se == pytest.approx(float(np.std(values, ddof=1) / np.sqrt(len(values))), rel=1e-6)
+    assert isinstance(mean, float) and isinstance(se, float)
+
+
+def test_mean_and_se_hand_values():
+    # values 1, 2, 3: mean 2, sample std 1, se 1/sqrt(3) = 0.5773502692
+    mean, se = mean_and_se(torch.tensor([1.0, 2.0, 3.0]))
+    assert mean == 2.0
+    assert se == pytest.approx(0.5773502691896258, abs=1e-12)
+
+
+def test_mean_and_se_single_value():
+    assert mean_and_se(torch.tensor([4.5])) == (4.5, 0.0)
