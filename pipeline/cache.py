@@ -91,7 +91,7 @@ class Cache:
         ``build(tmp_dir)`` writes the stage's files into ``tmp_dir`` and may
         return a small dict of facts (saved in the manifest as ``info``).
         """
-        identity = {"stage": stage, "params": params, "inputs": {a.stage: a.key for a in inputs}}
+        identity = {"stage": stage, "params": params, "inputs": [[a.stage, a.key] for a in inputs]}
         key = stable_hash(identity)[:16]
         final = self.root / stage / key
         final.parent.mkdir(parents=True, exist_ok=True)

@@ -4,7 +4,6 @@ cache when an identical one has already run. Hydra calls ``main`` once per run
 
 from __future__ import annotations
 
-import os
 import sys
 import time
 from pathlib import Path
@@ -15,10 +14,22 @@ from omegaconf import DictConfig, OmegaConf
 from pipeline import PROJECT_ROOT, results
 from pipeline.cache import Cache
 from pipeline.errors import PipelineError
+from pipeline.hub import set_offline
 from pipeline.logger import RunLogger, read_csv_log
 from pipeline.losses import USES_OFFSET
 from pipeline.seeding import configure_threads
-from pipeline.stages import classifier, data, evaluate, pairs, reference, sample, score, sft, train
+from pipeline.stages import (
+    classifier,
+    data,
+    evaluate,
+    pairs,
+    prompts,
+    reference,
+    sample,
+    score,
+    sft,
+    train,
+)
 from pipeline.validate import validate
 
 
@@ -32,17 +43,20 @@ def run_name(cfg: DictConfig) -> str:
 def run_experiment(cfg: DictConfig) -> dict:
     """Run (or reuse) every stage for one grid point; return its result row."""
     t0 = time.perf_counter()
+    set_offline(cfg.offline)
     validate(cfg)
     configure_threads(cfg.threads)
     cache = Cache(cfg.cache_dir)
 
     data_art = data.run(cfg, cache)
+    prompts_art = prompts.run(cfg, cache, data_art)
     sft_art = sft.run(cfg, cache, data_art)
     clf_art = classifier.run(cfg, cache, data_art)
-    samples_art = sample.run(cfg, cache, sft_art, data_art)
+    samples_art = sample.run(cfg, cache, sft_art, prompts_art)
     scores_art = score.run(cfg, cache, samples_art, clf_art)
     pairs_art = pairs.run(cfg, cache, scores_art)
     ref_art = reference.run(cfg, cache, sft_art, samples_art)
+    train.check_offsets(cfg, pairs_art)
 
     uses_offset = cfg.loss.name in USES_OFFSET
     row = {
@@ -71,7 +85,7 @@ def run_experiment(cfg: DictConfig) -> dict:
             for r in read_csv_log(train_art / "train_log.csv"):
                 step = int(r.pop("step"))
                 logger.log(r, step)
-        eval_art = evaluate.run(cfg, cache, train_art, sft_art, clf_art, data_art)
+        eval_art = evaluate.run(cfg, cache, train_art, sft_art, clf_art, prompts_art)
         metrics = evaluate.load(eval_art)
         row.update(
             metrics,
@@ -88,7 +102,7 @@ def run_experiment(cfg: DictConfig) -> dict:
         logger.finish(failed=failed)
 
     # The SFT model is evaluated once (same eval prompts and seed) as the baseline row.
-    base_art = evaluate.run(cfg, cache, sft_art, sft_art, clf_art, data_art)
+    base_art = evaluate.run(cfg, cache, sft_art, sft_art, clf_art, prompts_art)
     base = {
         "loss": "sft",
         "scale": cfg.scale.name,
@@ -107,9 +121,6 @@ def run_experiment(cfg: DictConfig) -> dict:
 
 @hydra.main(version_base="1.3", config_path=str(PROJECT_ROOT / "conf"), config_name="config")
 def main(cfg: DictConfig) -> dict | None:
-    if cfg.offline:
-        os.environ.setdefault("HF_HUB_OFFLINE", "1")
-        os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
     try:
         return run_experiment(cfg)
     except PipelineError as e:

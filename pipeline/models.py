@@ -6,7 +6,6 @@ summed over response tokens only (prompt and padding masked out).
 
 from __future__ import annotations
 
-import math
 from pathlib import Path
 
 import torch
@@ -17,6 +16,8 @@ from transformers import (
     GPT2LMHeadModel,
     PreTrainedTokenizerFast,
 )
+
+from pipeline.errors import ConfigError
 
 SPECIAL = "<|endoftext|>"
 
@@ -32,6 +33,23 @@ def train_bpe_tokenizer(texts: list[str], vocab_size: int) -> PreTrainedTokenize
     return PreTrainedTokenizerFast(
         tokenizer_object=bpe._tokenizer, bos_token=SPECIAL, eos_token=SPECIAL, pad_token=SPECIAL
     )
+
+
+def bos_id(tok: PreTrainedTokenizerFast) -> int:
+    """The token that starts every sequence: BOS, or EOS for tokenizers without one."""
+    token = tok.bos_token_id if tok.bos_token_id is not None else tok.eos_token_id
+    if token is None:
+        raise ConfigError(f"tokenizer {tok.name_or_path!r} has neither a BOS nor an EOS token")
+    return token
+
+
+def disable_dropout(model: torch.nn.Module) -> torch.nn.Module:
+    """Preference training compares policy and reference log-probs, so both must be
+    deterministic: pretrained checkpoints (gpt2-large: 0.1) ship with dropout on."""
+    for module in model.modules():
+        if isinstance(module, torch.nn.Dropout):
+            module.p = 0.0
+    return model
 
 
 def small_gpt2(
@@ -54,12 +72,22 @@ def small_gpt2(
 
 
 def load_model(path: str | Path, device: str = "cpu", dtype: str = "float32") -> torch.nn.Module:
-    model = AutoModelForCausalLM.from_pretrained(str(path), dtype=getattr(torch, dtype))
+    try:
+        model = AutoModelForCausalLM.from_pretrained(str(path), dtype=getattr(torch, dtype))
+    except OSError as e:
+        raise ConfigError(
+            f"could not load model {str(path)!r}: {str(e).splitlines()[0][:200]}"
+        ) from None
     return model.to(device)
 
 
 def load_tokenizer(path: str | Path) -> PreTrainedTokenizerFast:
-    tok = AutoTokenizer.from_pretrained(str(path))
+    try:
+        tok = AutoTokenizer.from_pretrained(str(path))
+    except OSError as e:
+        raise ConfigError(
+            f"could not load tokenizer {str(path)!r}: {str(e).splitlines()[0][:200]}"
+        ) from None
     if tok.pad_token is None:
         tok.pad_token = tok.eos_token
     return tok
@@ -164,7 +192,3 @@ def sample(
 
 def _device(model: torch.nn.Module) -> torch.device:
     return next(model.parameters()).device
-
-
-def lm_loss_steps(n_tokens: int, batch: int, seq_len: int, epochs: float) -> int:
-    return max(1, math.ceil(epochs * n_tokens / (batch * seq_len)))

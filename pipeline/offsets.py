@@ -68,8 +68,9 @@ def compute_offset(
 def _require(
     ok: torch.Tensor, name: str, why: str, score_chosen: torch.Tensor, score_rejected: torch.Tensor
 ) -> None:
+    ok = ok.reshape(-1)
     if not bool(ok.all()):
-        bad = int((~ok).nonzero()[0])
+        bad = int((~ok).nonzero()[0, 0])
         raise ValueError(
             f"offset '{name}' {why}: pair {bad} has score_chosen={float(score_chosen.flatten()[bad]):.6g}, "
             f"score_rejected={float(score_rejected.flatten()[bad]):.6g}"

@@ -15,6 +15,7 @@ from typing import Protocol
 import numpy as np
 from omegaconf import DictConfig
 
+from pipeline.errors import ConfigError
 from pipeline.hub import require_model
 
 
@@ -61,9 +62,19 @@ class HFPipelineScorer:
         from transformers import pipeline
 
         require_model(scorer_cfg.model, "scorer.model")
-        self.pipe = pipeline(
-            "text-classification", model=scorer_cfg.model, top_k=None, device=device
-        )
+        try:
+            self.pipe = pipeline(
+                "text-classification", model=scorer_cfg.model, top_k=None, device=device
+            )
+        except OSError as e:
+            raise ConfigError(
+                f"scorer.model={scorer_cfg.model!r} could not be loaded: {str(e).splitlines()[0][:200]}"
+            ) from None
+        labels = set(self.pipe.model.config.id2label.values())
+        if scorer_cfg.positive_label not in labels:
+            raise ConfigError(
+                f"scorer.positive_label={scorer_cfg.positive_label!r} is not one of the model's labels {sorted(labels)}"
+            )
         self.positive = scorer_cfg.positive_label
         self.batch_size = scorer_cfg.batch_size
 

@@ -84,7 +84,9 @@ def test_data_file_missing_text_field(tmp_path: Path) -> None:
 
 
 def test_hub_model_while_offline(tmp_path: Path) -> None:
-    assert_clean_failure(tmp_path, ["scale=paper", "device=cpu", "offline=true"], "HF_HUB_OFFLINE")
+    assert_clean_failure(
+        tmp_path, ["scale=paper", "device=cpu", "offline=true"], "scale.model.pretrained", "offline"
+    )
 
 
 def test_log_ratio_undefined_on_zero_scores() -> None:

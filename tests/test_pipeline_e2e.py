@@ -12,6 +12,7 @@ from tests.conftest import ledger, run_cli
 
 STAGES = {
     "data",
+    "prompts",
     "sft",
     "classifier",
     "sample",
@@ -86,7 +87,7 @@ def test_two_point_sweep_shares_every_upstream_stage(tmp_path: Path) -> None:
     assert dpo["alpha"] == 0 and dpo["offset"] == "none"
 
     computed = Counter(e["stage"] for e in ledger(tmp_path) if e["status"] == "computed")
-    for shared in ("data", "sft", "classifier", "sample", "score", "pairs", "reference"):
+    for shared in ("data", "prompts", "sft", "classifier", "sample", "score", "pairs", "reference"):
         assert computed[shared] == 1, (shared, computed)
     assert computed["train"] == 2
     assert computed["evaluate"] == 3  # two policies and the SFT baseline once

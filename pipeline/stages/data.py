@@ -9,7 +9,7 @@ import numpy as np
 from omegaconf import DictConfig, OmegaConf
 
 from pipeline import sources
-from pipeline.cache import Artifact, Cache
+from pipeline.cache import Artifact, Cache, file_sha256
 from pipeline.errors import DataError
 from pipeline.io import write_jsonl
 
@@ -39,34 +39,20 @@ def load_rows(data_cfg: DictConfig, download_dir: Path) -> tuple[list[dict], lis
 
 
 def run(cfg: DictConfig, cache: Cache) -> Artifact:
+    """The training and held-out splits (shared by SFT, the classifier and prompts)."""
     params = OmegaConf.to_container(cfg.data, resolve=True)
     params.pop("download_dir", None)
-    params.update(
-        n_sample_prompts=cfg.scale.sample.n_prompts, n_eval_prompts=cfg.scale.eval.n_prompts
-    )
+    if cfg.data.source == "local":
+        # A local file is keyed by its contents, so editing it in place recomputes.
+        params["path_sha256"] = (
+            file_sha256(Path(cfg.data.path)) if Path(cfg.data.path).is_file() else None
+        )
 
     def build(out: Path) -> dict:
         train, test = load_rows(cfg.data, Path(cfg.data.download_dir))
-        n_sample, n_eval = cfg.scale.sample.n_prompts, cfg.scale.eval.n_prompts
-        if n_sample > len(train):
-            raise DataError(
-                f"scale.sample.n_prompts={n_sample} but the training split has {len(train)} texts"
-            )
-        if n_eval > len(test):
-            raise DataError(
-                f"scale.eval.n_prompts={n_eval} but the held-out split has {len(test)} texts"
-            )
-        rng = np.random.default_rng(cfg.data.split_seed)
         write_jsonl(out / "train.jsonl", train)
         write_jsonl(out / "test.jsonl", test)
-        write_jsonl(
-            out / "sample_prompts.jsonl",
-            [train[i] for i in rng.choice(len(train), n_sample, replace=False)],
-        )
-        write_jsonl(
-            out / "eval_prompts.jsonl",
-            [test[i] for i in rng.choice(len(test), n_eval, replace=False)],
-        )
+        print(f"[data] {cfg.data.source}: {len(train)} training and {len(test)} held-out texts")
         return {"n_train": len(train), "n_test": len(test)}
 
     return cache.stage("data", params, [], build)

@@ -47,20 +47,32 @@ def run(
     policy: Artifact,
     sft: Artifact,
     classifier: Artifact,
-    data: Artifact,
+    prompts: Artifact,
 ) -> Artifact:
-    eval_cfg = cfg.scale.eval
+    """Evaluate ``policy`` (a train artifact, or the SFT artifact for the baseline)."""
+    eval_cfg, sample_cfg = cfg.scale.eval, cfg.scale.sample
+    # Sampling for evaluation is always ancestral (temperature 1, top-p 1): the KL
+    # estimators need samples from pi_theta itself.
     params = {
         "eval": OmegaConf.to_container(eval_cfg),
-        "sample": OmegaConf.to_container(cfg.scale.sample),
+        "prompt_tokens": sample_cfg.prompt_tokens,
+        "max_new_tokens": sample_cfg.max_new_tokens,
+        "sample_batch_size": sample_cfg.batch_size,
     }
 
     def build(out: Path) -> dict:
-        texts = [r["text"] for r in read_jsonl(data / "eval_prompts.jsonl", required=("text",))]
+        texts = [r["text"] for r in read_jsonl(prompts / "eval_prompts.jsonl", required=("text",))]
         drawn = sample.generate(
-            policy / "model", texts, cfg.scale.sample, 1, eval_cfg.seed, cfg.device
+            policy / "model",
+            texts,
+            sample_cfg,
+            1,
+            eval_cfg.seed,
+            cfg.device,
+            temperature=1.0,
+            top_p=1.0,
         )
-        prompts, responses = drawn["prompts"], [r[0] for r in drawn["responses"]]
+        prompt_ids, responses = drawn["prompts"], [r[0] for r in drawn["responses"]]
         scorer = scorers.load(cfg.scorer, classifier.path, cfg.device)
         reward = checked_probabilities(
             scorer.p_positive([t[0] for t in drawn["texts"]]), "evaluate"
@@ -69,7 +81,7 @@ def run(
         k3, exact = kl_to_reference(
             models.load_model(policy / "model", cfg.device).eval(),
             models.load_model(sft / "model", cfg.device).eval(),
-            prompts,
+            prompt_ids,
             responses,
             tok.pad_token_id,
             eval_cfg.batch_size,
@@ -85,7 +97,7 @@ def run(
         atomic_write_json(out / "samples.json", [{"text": t[0]} for t in drawn["texts"]])
         return metrics
 
-    return cache.stage("evaluate", params, [policy, sft, classifier, data], build)
+    return cache.stage("evaluate", params, [policy, sft, classifier, prompts], build)
 
 
 def load(artifact: Artifact) -> dict:

@@ -3,6 +3,7 @@ side by side, one panel per training-set size. Up and to the left is better."""
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import matplotlib
@@ -13,7 +14,30 @@ import pandas as pd  # noqa: E402
 
 from pipeline import results  # noqa: E402
 
-STYLE = {"dpo": ("tab:blue", "o", "DPO"), "odpo": ("tab:orange", "^", "ODPO")}
+DPO_STYLE = ("tab:blue", "o")
+# ODPO variants (scaling function, alpha) each get their own colour and marker.
+ODPO_STYLES = [
+    ("tab:orange", "^"),
+    ("tab:green", "s"),
+    ("tab:red", "D"),
+    ("tab:purple", "v"),
+    ("tab:brown", "P"),
+]
+
+
+def series(runs: pd.DataFrame) -> list[tuple[str, pd.DataFrame, str, str]]:
+    """(label, rows, colour, marker) for DPO and each ODPO variant in the table."""
+    out = []
+    dpo = runs[runs["loss"] == "dpo"]
+    if len(dpo):
+        out.append(("DPO", dpo, *DPO_STYLE))
+    odpo = runs[runs["loss"] == "odpo"]
+    variants = sorted(odpo.groupby(["offset", "alpha"]).groups)
+    for i, (offset, alpha) in enumerate(variants):
+        rows = odpo[(odpo["offset"] == offset) & (odpo["alpha"] == alpha)]
+        label = "ODPO" if len(variants) == 1 else f"ODPO ({offset}, α={alpha:g})"
+        out.append((label, rows, *ODPO_STYLES[i % len(ODPO_STYLES)]))
+    return out
 
 
 def reward_vs_kl(
@@ -28,8 +52,7 @@ def reward_vs_kl(
     )
     for ax, size in zip(axes[0], sizes, strict=True):
         panel = runs if size is None else runs[runs["n_pairs"] == size]
-        for loss, (color, marker, label) in STYLE.items():
-            part = panel[panel["loss"] == loss]
+        for label, part, color, marker in series(panel):
             if len(part):
                 ax.scatter(
                     part[kl_column],
@@ -62,7 +85,10 @@ def reward_vs_kl(
     )
     fig.tight_layout()
     out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out, dpi=130)
-    fig.savefig(out.with_suffix(".pdf"))
+    for path in (out, out.with_suffix(".pdf")):
+        # Draw to a temporary name, then rename: a killed run never leaves half a figure.
+        tmp = path.with_name(f".{path.stem}.tmp{path.suffix}")
+        fig.savefig(tmp, dpi=130)
+        os.replace(tmp, path)
     plt.close(fig)
     return out

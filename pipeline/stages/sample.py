@@ -19,7 +19,7 @@ from pipeline.seeding import set_seed
 
 def make_prompts(tok, texts: list[str], prompt_tokens: int) -> list[list[int]]:
     ids = tok(texts, add_special_tokens=False)["input_ids"]
-    return [[tok.bos_token_id, *t[:prompt_tokens]] for t in ids]
+    return [[models.bos_id(tok), *t[:prompt_tokens]] for t in ids]
 
 
 def generate(
@@ -29,8 +29,12 @@ def generate(
     n_samples: int,
     seed: int,
     device: str,
+    temperature: float | None = None,
+    top_p: float | None = None,
 ) -> dict:
-    """Sample and package prompts, response ids and decoded texts."""
+    """Sample and package prompts, response ids and decoded texts (prompt + response).
+
+    ``temperature``/``top_p`` default to the sample config's values."""
     set_seed(seed)
     tok = models.load_tokenizer(model_dir)
     model = models.load_model(model_dir, device)
@@ -42,8 +46,8 @@ def generate(
         max_new_tokens=sample_cfg.max_new_tokens,
         eos_id=tok.eos_token_id,
         pad_id=tok.pad_token_id,
-        temperature=sample_cfg.temperature,
-        top_p=sample_cfg.top_p,
+        temperature=sample_cfg.temperature if temperature is None else temperature,
+        top_p=sample_cfg.top_p if top_p is None else top_p,
         batch_size=sample_cfg.batch_size,
         generator_seed=seed,
         progress=True,
@@ -60,12 +64,14 @@ def load(artifact: Artifact) -> dict:
     return json.loads((artifact / "samples.json").read_text())
 
 
-def run(cfg: DictConfig, cache: Cache, sft: Artifact, data: Artifact) -> Artifact:
+def run(cfg: DictConfig, cache: Cache, sft: Artifact, prompts: Artifact) -> Artifact:
     sample_cfg = cfg.scale.sample
     params = {"sample": OmegaConf.to_container(sample_cfg), "seed": cfg.seed}
 
     def build(out: Path) -> dict:
-        texts = [r["text"] for r in read_jsonl(data / "sample_prompts.jsonl", required=("text",))]
+        texts = [
+            r["text"] for r in read_jsonl(prompts / "sample_prompts.jsonl", required=("text",))
+        ]
         samples = generate(
             sft / "model", texts, sample_cfg, sample_cfg.n_samples, cfg.seed, cfg.device
         )
@@ -76,4 +82,4 @@ def run(cfg: DictConfig, cache: Cache, sft: Artifact, data: Artifact) -> Artifac
         )
         return {"n_prompts": len(texts), "n_samples": sample_cfg.n_samples}
 
-    return cache.stage("sample", params, [sft, data], build)
+    return cache.stage("sample", params, [sft, prompts], build)

@@ -44,7 +44,7 @@ def run(cfg: DictConfig, cache: Cache, data: Artifact) -> Artifact:
                 model_cfg.n_head,
                 model_cfg.n_positions,
             ).to(cfg.device)
-        bos, eos = tok.bos_token_id, tok.eos_token_id
+        bos, eos = models.bos_id(tok), tok.eos_token_id
         seqs = [
             [bos, *ids[: sft_cfg.max_length - 2], eos]
             for ids in tok(texts, add_special_tokens=False)["input_ids"]

@@ -23,6 +23,8 @@ from pipeline.seeding import set_seed
 from pipeline.stages import pairs as pairs_stage
 from pipeline.stages import reference, sample
 
+OPTIMIZERS = {"adamw": torch.optim.AdamW, "rmsprop": torch.optim.RMSprop}
+
 
 def loss_identity(cfg: DictConfig) -> dict:
     """What defines the objective. DPO ignores alpha and the offset function, so
@@ -34,14 +36,21 @@ def loss_identity(cfg: DictConfig) -> dict:
 
 
 def pair_offsets(cfg: DictConfig, pairs: dict) -> torch.Tensor | None:
+    """alpha * f(score_w, score_l) per pair, or None for losses without an offset."""
     if cfg.loss.name not in USES_OFFSET:
         return None
     try:
-        return compute_offset(
+        offsets = compute_offset(
             pairs["score_chosen"], pairs["score_rejected"], cfg.offset.name, cfg.loss.alpha
-        ).float()
+        )
     except ValueError as e:
         raise ConfigError(f"offset={cfg.offset.name}: {e}") from None
+    return offsets.float().to(cfg.device)
+
+
+def check_offsets(cfg: DictConfig, pairs: Artifact) -> None:
+    """Refuse an offset that is undefined on these pairs before any training starts."""
+    pair_offsets(cfg, pairs_stage.load(pairs))
 
 
 def run(
@@ -53,11 +62,9 @@ def run(
     ref: Artifact,
     logger: RunLogger,
 ) -> Artifact:
-    params = {
-        **loss_identity(cfg),
-        "train": OmegaConf.to_container(cfg.scale.train),
-        "seed": cfg.seed,
-    }
+    train_params = OmegaConf.to_container(cfg.scale.train)
+    train_params.pop("log_every")  # how often we log does not change the model
+    params = {**loss_identity(cfg), "train": train_params, "seed": cfg.seed}
 
     def build(out: Path) -> dict:
         start = time.perf_counter()
@@ -65,9 +72,10 @@ def run(
         p = pairs_stage.load(pairs)
         offsets = pair_offsets(cfg, p)
         s = sample.load(samples)
-        reference_logps = torch.from_numpy(reference.load(ref)).float()  # (n_prompts, n_samples)
+        # (n_prompts, n_samples), on the policy's device
+        reference_logps = torch.from_numpy(reference.load(ref)).float().to(cfg.device)
         tok = models.load_tokenizer(sft / "model")
-        policy = models.load_model(sft / "model", cfg.device).train()
+        policy = models.disable_dropout(models.load_model(sft / "model", cfg.device)).train()
         log = CSVLog(out / "train_log.csv")
         steps = train_pairs(
             cfg, policy, s, p, reference_logps, offsets, tok.pad_token_id, gen, [log, logger]
@@ -84,12 +92,22 @@ def run(
     return cache.stage("train", params, [sft, samples, pairs, ref], build)
 
 
-def train_pairs(cfg, policy, s, p, reference_logps, offsets, pad_id, gen, sinks) -> int:
+def train_pairs(
+    cfg: DictConfig,
+    policy: torch.nn.Module,
+    s: dict,
+    p: dict,
+    reference_logps: torch.Tensor,
+    offsets: torch.Tensor | None,
+    pad_id: int,
+    gen: torch.Generator,
+    sinks: list,
+) -> int:
+    """The optimisation loop; returns the number of steps taken."""
     train_cfg = cfg.scale.train
     loss_fn = LOSSES[cfg.loss.name]
     n = len(p["prompt"])
-    opt_cls = {"adamw": torch.optim.AdamW, "rmsprop": torch.optim.RMSprop}[train_cfg.optimizer]
-    opt = opt_cls(policy.parameters(), lr=train_cfg.lr)
+    opt = OPTIMIZERS[train_cfg.optimizer](policy.parameters(), lr=train_cfg.lr)
     sched = get_constant_schedule_with_warmup(opt, train_cfg.warmup_steps)
     step = 0
     bs = train_cfg.batch_size
@@ -100,11 +118,10 @@ def train_pairs(cfg, policy, s, p, reference_logps, offsets, pad_id, gen, sinks)
             idx = order[start : start + bs]
             pi, ci, ri = p["prompt"][idx], p["chosen"][idx], p["rejected"][idx]
             prompts = [s["prompts"][i] for i in pi]
-            responses = [s["responses"][i][j] for i, j in zip(pi, ci, strict=True)] + [
-                s["responses"][i][j] for i, j in zip(pi, ri, strict=True)
-            ]
+            chosen = [s["responses"][i][j] for i, j in zip(pi, ci, strict=True)]
+            rejected = [s["responses"][i][j] for i, j in zip(pi, ri, strict=True)]
             # One forward over chosen and rejected together: (2B,) log-probs.
-            logps = models.sequence_logps(policy, prompts + prompts, responses, pad_id)
+            logps = models.sequence_logps(policy, prompts + prompts, chosen + rejected, pad_id)
             policy_chosen, policy_rejected = logps[: len(idx)], logps[len(idx) :]
             ref_chosen, ref_rejected = reference_logps[pi, ci], reference_logps[pi, ri]
             offset = offsets[idx] if offsets is not None else None
@@ -124,21 +141,22 @@ def train_pairs(cfg, policy, s, p, reference_logps, offsets, pad_id, gen, sinks)
             )
             if not (math.isfinite(loss.item()) and math.isfinite(grad_norm)):
                 raise PipelineError(
-                    f"non-finite loss ({loss.item()}) or grad norm ({grad_norm}) at step {step}, batch of pairs {start}..{start + len(idx) - 1}"
+                    f"non-finite loss ({loss.item()}) or grad norm ({grad_norm}) at step {step}, "
+                    f"batch of pairs {start}..{start + len(idx) - 1}"
                 )
             opt.step()
             sched.step()
-            margins = out.chosen_rewards - out.rejected_rewards
-            metrics = {
-                "train/loss": loss.item(),
-                "train/rewards_chosen": out.chosen_rewards.mean().item(),
-                "train/rewards_rejected": out.rejected_rewards.mean().item(),
-                "train/margins": margins.mean().item(),
-                "train/accuracy": (margins > 0).float().mean().item(),
-                "train/offset": offset.mean().item() if offset is not None else 0.0,
-                "train/grad_norm": grad_norm,
-            }
             if step % train_cfg.log_every == 0:
+                margins = out.chosen_rewards - out.rejected_rewards
+                metrics = {
+                    "train/loss": loss.item(),
+                    "train/rewards_chosen": out.chosen_rewards.mean().item(),
+                    "train/rewards_rejected": out.rejected_rewards.mean().item(),
+                    "train/margins": margins.mean().item(),
+                    "train/accuracy": (margins > 0).float().mean().item(),
+                    "train/offset": offset.mean().item() if offset is not None else 0.0,
+                    "train/grad_norm": grad_norm,
+                }
                 for sink in sinks:
                     sink.log(metrics, step)
             step += 1
