@@ -55,14 +55,18 @@ def compute_offset(
     name: str,
     alpha: float,
 ) -> torch.Tensor:
-    """Per-pair offset alpha * f(score_chosen, score_rejected), shape (n_pairs,)."""
+    """Per-pair offset alpha * f(score_chosen, score_rejected), shape (n_pairs,).
+
+    Computed in float64 and returned in the scores' floating dtype (torch's
+    default dtype for lists and integer inputs)."""
     if name not in OFFSETS:
         raise ValueError(f"unknown offset '{name}'; choose one of {sorted(OFFSETS)}")
     if alpha < 0:
         raise ValueError(f"offset alpha must be >= 0, got {alpha}")
-    chosen = torch.as_tensor(score_chosen, dtype=torch.float64)
-    rejected = torch.as_tensor(score_rejected, dtype=torch.float64)
-    return alpha * OFFSETS[name](chosen, rejected)
+    chosen, rejected = torch.as_tensor(score_chosen), torch.as_tensor(score_rejected)
+    dtype = chosen.dtype if chosen.is_floating_point() else torch.get_default_dtype()
+    offset = alpha * OFFSETS[name](chosen.double(), rejected.double())
+    return offset.to(dtype)
 
 
 def _require(

@@ -14,14 +14,18 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 def run_cli(
-    args: list[str], tmp: Path, check: bool = True, env: dict | None = None
+    args: list[str],
+    tmp: Path,
+    check: bool = True,
+    env: dict | None = None,
+    wandb: str = "disabled",
 ) -> subprocess.CompletedProcess:
     """``python -m pipeline scale=micro ... <args>`` with its cache and results in ``tmp``."""
     full_env = {
         **os.environ,
         "HF_HUB_OFFLINE": "1",
         "HF_DATASETS_OFFLINE": "1",
-        "WANDB_MODE": "disabled",
+        "WANDB_MODE": wandb,
     }
     full_env.update(env or {})
     flags = [a for a in args if a.startswith("-")]  # Hydra wants -m before the overrides
@@ -31,7 +35,7 @@ def run_cli(
         "pipeline",
         *flags,
         "scale=micro",
-        "wandb.mode=disabled",
+        f"wandb.mode={wandb}",
         f"cache_dir={tmp / 'cache'}",
         f"results_dir={tmp / 'results'}",
         f"hydra.run.dir={tmp / 'hydra'}",

@@ -11,8 +11,9 @@ from omegaconf import OmegaConf
 from pipeline import PROJECT_ROOT
 from pipeline.offsets import OFFSETS, compute_offset
 
-CHOSEN = [2.0, 1.9, 1.7]
-REJECTED = [1.5, 0.2, 0.7]
+# float64 tensors, so the hand values can be checked to 1e-12
+CHOSEN = torch.tensor([2.0, 1.9, 1.7], dtype=torch.float64)
+REJECTED = torch.tensor([1.5, 0.2, 0.7], dtype=torch.float64)
 
 
 def _close(actual: torch.Tensor, expected: list[float]) -> None:
@@ -58,10 +59,13 @@ def test_diff_hand_values():
     assert compute_offset(CHOSEN, REJECTED, "diff", 3.0)[1].item() == pytest.approx(5.1, abs=1e-12)
 
 
-def test_accepts_tensors_and_returns_float64():
-    out = compute_offset(torch.tensor(CHOSEN), torch.tensor(REJECTED), "diff", 1.0)
-    assert out.dtype == torch.float64
-    assert out.shape == (3,)
+def test_returns_the_scores_dtype():
+    out32 = compute_offset(CHOSEN.float(), REJECTED.float(), "diff", 1.0)
+    assert out32.dtype == torch.float32 and out32.shape == (3,)
+    assert compute_offset(CHOSEN, REJECTED, "diff", 1.0).dtype == torch.float64
+    # Python lists give torch's default dtype, like torch.tensor(list)
+    from_lists = compute_offset([2.0, 1.9], [1.5, 0.2], "log_diff", 1.0)
+    torch.testing.assert_close(from_lists, torch.tensor([math.log(0.5), math.log(1.7)]))
 
 
 @pytest.mark.parametrize("name", ["log_diff", "log_ratio", "diff"])

@@ -69,8 +69,8 @@ def test_end_to_end_micro_under_a_minute_then_nothing_recomputed(tmp_path: Path)
 
     run_cli([], tmp_path)
     second = ledger(tmp_path)[len(first) :]
-    cached = [e for e in second if e["stage"] != "plot"]
-    assert cached and all(e["status"] == "reused" for e in cached), second
+    assert {e["stage"] for e in second} == STAGES
+    assert all(e["status"] == "reused" for e in second), second  # the figures too
     assert (
         pd.read_csv(tmp_path / "results" / "runs.csv")
         .drop(columns=["train_seconds"])
@@ -99,3 +99,24 @@ def test_seeds_give_different_sample_sets_and_pairs(tmp_path: Path) -> None:
     assert computed["sft"] == 1 and computed["sample"] == 2 and computed["pairs"] == 2
     samples = sorted((tmp_path / "cache" / "sample").glob("*/samples.json"))
     assert len(samples) == 2 and samples[0].read_text() != samples[1].read_text()
+
+
+def test_training_logs_every_step_and_wandb_offline_run(tmp_path: Path) -> None:
+    run_cli(["loss.beta=0.5"], tmp_path, wandb="offline")
+    logs = list((tmp_path / "cache" / "train").glob("*/train_log.csv"))
+    assert len(logs) == 1
+    log = pd.read_csv(logs[0])
+    for col in [
+        "train/loss",
+        "train/rewards_chosen",
+        "train/rewards_rejected",
+        "train/margins",
+        "train/accuracy",
+        "train/offset",
+        "train/grad_norm",
+    ]:
+        assert log[col].notna().all(), col
+    assert list(log["step"]) == list(range(len(log)))  # every step at micro scale (log_every=1)
+    assert (log["train/offset"] > -100).all()
+    runs = list((tmp_path / "cache" / "wandb").rglob("offline-run-*"))
+    assert runs, "no offline W&B run was written"

@@ -1,6 +1,6 @@
-"""Stage 1b, prompts: which training texts seed the sample sets and which held-out
-texts seed evaluation. Kept apart from the data splits so that changing a prompt
-count never retrains the SFT model or the classifier."""
+"""Stage 1b, prompts: held-out texts whose first tokens seed the sample sets and
+the evaluation (two disjoint sets, neither seen by SFT). Kept apart from the data
+splits so that changing a prompt count never retrains the SFT model or classifier."""
 
 from __future__ import annotations
 
@@ -23,24 +23,19 @@ def run(cfg: DictConfig, cache: Cache, data: Artifact) -> Artifact:
     }
 
     def build(out: Path) -> dict:
-        train = read_jsonl(data / "train.jsonl", required=("text",))
         test = read_jsonl(data / "test.jsonl", required=("text",))
-        if n_sample > len(train):
+        if n_sample + n_eval > len(test):
             raise DataError(
-                f"scale.sample.n_prompts={n_sample} but the training split has {len(train)} texts"
+                f"scale.sample.n_prompts={n_sample} + scale.eval.n_prompts={n_eval} prompts are needed "
+                f"but the held-out split has {len(test)} texts (raise data.heldout_fraction)"
             )
-        if n_eval > len(test):
-            raise DataError(
-                f"scale.eval.n_prompts={n_eval} but the held-out split has {len(test)} texts"
-            )
-        rng = np.random.default_rng(cfg.data.split_seed)
-        write_jsonl(
-            out / "sample_prompts.jsonl",
-            [train[i] for i in rng.choice(len(train), n_sample, replace=False)],
+        chosen = np.random.default_rng(cfg.data.split_seed).choice(
+            len(test), n_sample + n_eval, replace=False
         )
-        write_jsonl(
-            out / "eval_prompts.jsonl",
-            [test[i] for i in rng.choice(len(test), n_eval, replace=False)],
+        write_jsonl(out / "sample_prompts.jsonl", [test[i] for i in chosen[:n_sample]])
+        write_jsonl(out / "eval_prompts.jsonl", [test[i] for i in chosen[n_sample:]])
+        print(
+            f"[prompts] {n_sample} sampling and {n_eval} evaluation prompts from {len(test)} held-out texts"
         )
         return {"n_sample_prompts": n_sample, "n_eval_prompts": n_eval}
 
