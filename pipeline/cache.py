@@ -85,13 +85,21 @@ class Cache:
         params: dict,
         inputs: list[Artifact],
         build: Callable[[Path], dict | None],
+        version: int = 1,
     ) -> Artifact:
         """Return the artifact for (stage, params, inputs), building it if needed.
 
         ``build(tmp_dir)`` writes the stage's files into ``tmp_dir`` and may
         return a small dict of facts (saved in the manifest as ``info``).
+        ``version`` is the stage code's own version: a stage module bumps it when
+        its output changes for the same config, so stale outputs are never reused.
         """
-        identity = {"stage": stage, "params": params, "inputs": [[a.stage, a.key] for a in inputs]}
+        identity = {
+            "stage": stage,
+            "version": version,
+            "params": params,
+            "inputs": [[a.stage, a.key] for a in inputs],
+        }
         key = stable_hash(identity)[:16]
         final = self.root / stage / key
         final.parent.mkdir(parents=True, exist_ok=True)

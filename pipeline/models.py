@@ -16,10 +16,15 @@ from transformers import (
     GPT2LMHeadModel,
     PreTrainedTokenizerFast,
 )
+from transformers.utils import logging as hf_logging
 
 from pipeline.errors import ConfigError
 
 SPECIAL = "<|endoftext|>"
+
+# Models are loaded once per stage of every run of a sweep: one "Loading weights"
+# bar per load would drown the stage progress bars.
+hf_logging.disable_progress_bar()
 
 
 def train_bpe_tokenizer(texts: list[str], vocab_size: int) -> PreTrainedTokenizerFast:

@@ -12,6 +12,9 @@ from pipeline.cache import Artifact, Cache
 from pipeline.errors import DataError
 from pipeline.io import read_jsonl
 
+# Bump when this stage's output changes for the same config (part of its cache key).
+VERSION = 1
+
 
 def run(cfg: DictConfig, cache: Cache, data: Artifact) -> Artifact:
     params = OmegaConf.to_container(cfg.scorer, resolve=True)
@@ -40,7 +43,7 @@ def run(cfg: DictConfig, cache: Cache, data: Artifact) -> Artifact:
         )
         return {"accuracy": accuracy, "n_eval": len(test)}
 
-    artifact = cache.stage("classifier", params, [data], build)
+    artifact = cache.stage("classifier", params, [data], build, version=VERSION)
     if artifact.info["accuracy"] < cfg.scorer.min_accuracy:
         raise DataError(
             f"classifier held-out accuracy {artifact.info['accuracy']:.3f} is below "

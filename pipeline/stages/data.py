@@ -13,6 +13,9 @@ from pipeline.cache import Artifact, Cache, file_sha256
 from pipeline.errors import DataError
 from pipeline.io import write_jsonl
 
+# Bump when this stage's output changes for the same config (part of its cache key).
+VERSION = 1
+
 
 def load_rows(data_cfg: DictConfig, download_dir: Path) -> tuple[list[dict], list[dict]]:
     """(train_rows, test_rows) for the configured source."""
@@ -55,4 +58,4 @@ def run(cfg: DictConfig, cache: Cache) -> Artifact:
         print(f"[data] {cfg.data.source}: {len(train)} training and {len(test)} held-out texts")
         return {"n_train": len(train), "n_test": len(test)}
 
-    return cache.stage("data", params, [], build)
+    return cache.stage("data", params, [], build, version=VERSION)

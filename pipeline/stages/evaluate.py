@@ -22,6 +22,9 @@ from pipeline.io import read_jsonl
 from pipeline.stages import sample
 from pipeline.stages.score import checked_probabilities
 
+# Bump when this stage's output changes for the same config (part of its cache key).
+VERSION = 1
+
 
 @torch.no_grad()
 def kl_to_reference(
@@ -97,7 +100,9 @@ def run(
         atomic_write_json(out / "samples.json", [{"text": t[0]} for t in drawn["texts"]])
         return metrics
 
-    return cache.stage("evaluate", params, [policy, sft, classifier, prompts], build)
+    return cache.stage(
+        "evaluate", params, [policy, sft, classifier, prompts], build, version=VERSION
+    )
 
 
 def load(artifact: Artifact) -> dict:

@@ -12,6 +12,9 @@ from pipeline.errors import ConfigError
 from pipeline.io import load_arrays, save_arrays
 from pipeline.stages import score
 
+# Bump when this stage's output changes for the same config (part of its cache key).
+VERSION = 1
+
 
 def run(cfg: DictConfig, cache: Cache, scores: Artifact) -> Artifact:
     def build(out: Path) -> dict:
@@ -35,7 +38,9 @@ def run(cfg: DictConfig, cache: Cache, scores: Artifact) -> Artifact:
         print(f"[pairs] {len(every)} pairs available, kept {cfg.n_pairs} (seed {cfg.seed})")
         return {"n_available": len(every), "n_pairs": cfg.n_pairs}
 
-    return cache.stage("pairs", {"n_pairs": cfg.n_pairs, "seed": cfg.seed}, [scores], build)
+    return cache.stage(
+        "pairs", {"n_pairs": cfg.n_pairs, "seed": cfg.seed}, [scores], build, version=VERSION
+    )
 
 
 def load(artifact: Artifact) -> dict:

@@ -13,6 +13,9 @@ from pipeline.cache import Artifact, Cache
 from pipeline.errors import DataError
 from pipeline.io import read_jsonl, write_jsonl
 
+# Bump when this stage's output changes for the same config (part of its cache key).
+VERSION = 2
+
 
 def run(cfg: DictConfig, cache: Cache, data: Artifact) -> Artifact:
     n_sample, n_eval = cfg.scale.sample.n_prompts, cfg.scale.eval.n_prompts
@@ -39,4 +42,4 @@ def run(cfg: DictConfig, cache: Cache, data: Artifact) -> Artifact:
         )
         return {"n_sample_prompts": n_sample, "n_eval_prompts": n_eval}
 
-    return cache.stage("prompts", params, [data], build)
+    return cache.stage("prompts", params, [data], build, version=VERSION)

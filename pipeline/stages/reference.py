@@ -30,6 +30,10 @@ def batched_logps(
     return torch.cat(out).double().numpy()
 
 
+# Bump when this stage's output changes for the same config (part of its cache key).
+VERSION = 1
+
+
 def run(cfg: DictConfig, cache: Cache, sft: Artifact, samples: Artifact) -> Artifact:
     def build(out: Path) -> dict:
         s = sample.load(samples)
@@ -45,7 +49,7 @@ def run(cfg: DictConfig, cache: Cache, sft: Artifact, samples: Artifact) -> Arti
         print(f"[reference] {logps.size} responses, mean log-prob {logps.mean():.2f}")
         return {}
 
-    return cache.stage("reference", {}, [sft, samples], build)
+    return cache.stage("reference", {}, [sft, samples], build, version=VERSION)
 
 
 def load(artifact: Artifact) -> np.ndarray:

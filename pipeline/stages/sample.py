@@ -16,6 +16,9 @@ from pipeline.cache import Artifact, Cache, atomic_write_json
 from pipeline.io import read_jsonl
 from pipeline.seeding import set_seed
 
+# Bump when this stage's output changes for the same config (part of its cache key).
+VERSION = 1
+
 
 def make_prompts(tok, texts: list[str], prompt_tokens: int) -> list[list[int]]:
     ids = tok(texts, add_special_tokens=False)["input_ids"]
@@ -82,4 +85,4 @@ def run(cfg: DictConfig, cache: Cache, sft: Artifact, prompts: Artifact) -> Arti
         )
         return {"n_prompts": len(texts), "n_samples": sample_cfg.n_samples}
 
-    return cache.stage("sample", params, [sft, prompts], build)
+    return cache.stage("sample", params, [sft, prompts], build, version=VERSION)

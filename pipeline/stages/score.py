@@ -15,6 +15,9 @@ from pipeline.io import load_arrays, save_arrays
 from pipeline.rewards import training_score
 from pipeline.stages import sample
 
+# Bump when this stage's output changes for the same config (part of its cache key).
+VERSION = 1
+
 
 def checked_probabilities(p: np.ndarray, stage: str) -> np.ndarray:
     """A scorer's output, refused with the stage and row if any value is not a probability."""
@@ -39,7 +42,7 @@ def run(cfg: DictConfig, cache: Cache, samples: Artifact, classifier: Artifact) 
         print(f"[score] {p.size} samples, mean p(positive) {p.mean():.3f}")
         return {"mean_p_positive": float(p.mean())}
 
-    return cache.stage("score", {}, [samples, classifier], build)
+    return cache.stage("score", {}, [samples, classifier], build, version=VERSION)
 
 
 def load(artifact: Artifact) -> dict[str, np.ndarray]:

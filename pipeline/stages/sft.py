@@ -22,6 +22,9 @@ from pipeline.hub import require_model
 from pipeline.io import read_jsonl
 from pipeline.seeding import set_seed
 
+# Bump when this stage's output changes for the same config (part of its cache key).
+VERSION = 1
+
 
 def run(cfg: DictConfig, cache: Cache, data: Artifact) -> Artifact:
     model_cfg, sft_cfg = cfg.scale.model, cfg.scale.sft
@@ -58,7 +61,7 @@ def run(cfg: DictConfig, cache: Cache, data: Artifact) -> Artifact:
         )
         return {"final_loss": final_loss, "n_params": n_params, "n_texts": len(seqs)}
 
-    return cache.stage("sft", params, [data], build)
+    return cache.stage("sft", params, [data], build, version=VERSION)
 
 
 def train_lm(

@@ -23,6 +23,9 @@ from pipeline.seeding import set_seed
 from pipeline.stages import pairs as pairs_stage
 from pipeline.stages import reference, sample
 
+# Bump when this stage's output changes for the same config (part of its cache key).
+VERSION = 1
+
 OPTIMIZERS = {"adamw": torch.optim.AdamW, "rmsprop": torch.optim.RMSprop}
 
 
@@ -89,7 +92,7 @@ def run(
         )
         return {"train_seconds": round(seconds, 2), "steps": steps}
 
-    return cache.stage("train", params, [sft, samples, pairs, ref], build)
+    return cache.stage("train", params, [sft, samples, pairs, ref], build, version=VERSION)
 
 
 def train_pairs(
