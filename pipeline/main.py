@@ -58,12 +58,12 @@ def run_experiment(cfg: DictConfig) -> dict:
     ref_art = reference.run(cfg, cache, sft_art, samples_art)
     train.check_offsets(cfg, pairs_art)
 
-    uses_offset = cfg.loss.name in USES_OFFSET
+    objective = train.loss_identity(cfg)  # DPO rows: alpha 0, offset "none"
     row = {
-        "loss": cfg.loss.name,
-        "beta": float(cfg.loss.beta),
-        "alpha": float(cfg.loss.alpha) if uses_offset else 0.0,
-        "offset": cfg.offset.name if uses_offset else "none",
+        "loss": objective["loss"],
+        "beta": objective["beta"],
+        "alpha": objective.get("alpha", 0.0),
+        "offset": objective.get("offset", "none"),
         "n_pairs": int(cfg.n_pairs),
         "seed": int(cfg.seed),
         "scale": cfg.scale.name,

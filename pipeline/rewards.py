@@ -5,6 +5,12 @@ from __future__ import annotations
 import numpy as np
 
 
+def first_non_probability(p: np.ndarray) -> int | None:
+    """Index (flattened) of the first value that is NaN, infinite or outside [0, 1]."""
+    bad = np.flatnonzero(~np.isfinite(p) | (p < 0) | (p > 1))
+    return int(bad[0]) if bad.size else None
+
+
 def training_score(p_positive: np.ndarray) -> np.ndarray:
     """r = 1 + p(positive) if the classifier says positive, else 1 - p(negative).
 
@@ -12,8 +18,8 @@ def training_score(p_positive: np.ndarray) -> np.ndarray:
     gives r = p(positive). Range [0, 2]; positive calls all rank above negative ones.
     """
     p = np.asarray(p_positive, dtype=np.float64)
-    if p.size and (not np.isfinite(p).all() or (p < 0).any() or (p > 1).any()):
-        bad = int(np.flatnonzero(~np.isfinite(p) | (p < 0) | (p > 1))[0])
+    bad = first_non_probability(p)
+    if bad is not None:
         raise ValueError(
             f"classifier returned p(positive)={p.flat[bad]!r} at row {bad}: not a probability"
         )

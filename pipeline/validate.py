@@ -13,8 +13,8 @@ from pipeline.hub import require_dataset, require_model
 from pipeline.losses import LOSSES
 from pipeline.offsets import OFFSETS
 from pipeline.scorers import SCORERS
-
-OPTIMIZERS = ("adamw", "rmsprop")
+from pipeline.stages.data import SOURCES
+from pipeline.stages.train import OPTIMIZERS
 
 
 def _get(cfg: DictConfig, key: str):
@@ -48,7 +48,7 @@ def validate(cfg: DictConfig) -> None:
     _choice(cfg, "offset.name", OFFSETS)
     _choice(cfg, "scorer.name", SCORERS)
     _choice(cfg, "scale.train.optimizer", OPTIMIZERS)
-    _choice(cfg, "data.source", ("hub", "local", "rotten_tomatoes"))
+    _choice(cfg, "data.source", SOURCES)
     _number(cfg, "loss.beta")
     _number(cfg, "loss.alpha", strict=False)
     _number(cfg, "seed", strict=False, integer=True)

@@ -16,6 +16,8 @@ from pipeline.io import write_jsonl
 # Bump when this stage's output changes for the same config (part of its cache key).
 VERSION = 1
 
+SOURCES = ("hub", "local", "rotten_tomatoes")
+
 
 def load_rows(data_cfg: DictConfig, download_dir: Path) -> tuple[list[dict], list[dict]]:
     """(train_rows, test_rows) for the configured source."""
@@ -34,7 +36,7 @@ def load_rows(data_cfg: DictConfig, download_dir: Path) -> tuple[list[dict], lis
     elif src == "local":
         rows = sources.local_files(data_cfg.path, data_cfg.text_field, data_cfg.label_field)
     else:
-        raise DataError(f"data.source: unknown source {src!r} (hub, local, rotten_tomatoes)")
+        raise DataError(f"data.source: unknown source {src!r} ({', '.join(SOURCES)})")
     # A fixed split, independent of the run seed, so every run shares it.
     order = np.random.default_rng(data_cfg.split_seed).permutation(len(rows))
     n_test = int(round(len(rows) * data_cfg.heldout_fraction))

@@ -12,7 +12,7 @@ from pipeline import scorers
 from pipeline.cache import Artifact, Cache
 from pipeline.errors import DataError
 from pipeline.io import load_arrays, save_arrays
-from pipeline.rewards import training_score
+from pipeline.rewards import first_non_probability, training_score
 from pipeline.stages import sample
 
 # Bump when this stage's output changes for the same config (part of its cache key).
@@ -22,9 +22,8 @@ VERSION = 1
 def checked_probabilities(p: np.ndarray, stage: str) -> np.ndarray:
     """A scorer's output, refused with the stage and row if any value is not a probability."""
     p = np.asarray(p, dtype=np.float64)
-    bad = ~np.isfinite(p) | (p < 0) | (p > 1)
-    if bad.any():
-        row = int(np.flatnonzero(bad.reshape(-1))[0])
+    row = first_non_probability(p)
+    if row is not None:
         raise DataError(
             f"[{stage}] scorer returned {p.reshape(-1)[row]!r} for row {row}: not a probability"
         )
