@@ -12,7 +12,7 @@ SENTIMENT := -m experiment=sentiment
 # A first look: 6 runs of the sentiment grid (one seed, one size, 3 betas, DPO and ODPO).
 DEMO := -m experiment=sentiment seed=0 n_pairs=5000 loss.beta=0.1,1,5 results_dir=results/demo
 
-.PHONY: help setup test lint format sentiment demo figures clean
+.PHONY: help setup test lint format sentiment ablations demo figures chaos clean
 
 help: ## list every target
 	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -41,11 +41,20 @@ format: $(STAMP) ## apply ruff fixes and formatting
 sentiment: $(STAMP) ## the paper's sentiment grid (168 runs) at the embedded scale -> results/sentiment/
 	$(PY) -m pipeline $(SENTIMENT) $(ARGS)
 
+ablations: $(STAMP) ## both ablations (scaling function, alpha) at the embedded scale -> results/ablation_*/
+	$(PY) -m pipeline -m experiment=ablation_scaling $(ARGS)
+	$(PY) -m pipeline -m experiment=ablation_alpha $(ARGS)
+
 demo: $(STAMP) ## 6 runs of the sentiment grid for a first look (<5 min) -> results/demo/
 	$(PY) -m pipeline $(DEMO) $(ARGS)
 
 figures: $(STAMP) ## redraw every figure from the saved run tables (no training)
 	$(PY) -m pipeline.figures
+
+ROUNDS ?= 5
+SEED ?= 0
+chaos: $(STAMP) ## kill -9 a micro run at random times and resume it: make chaos ROUNDS=10 SEED=1
+	$(PY) -m pipeline.chaos --rounds $(ROUNDS) --seed $(SEED)
 
 clean: ## delete the cache (models, samples, W&B offline runs); results/ is kept
 	rm -rf .cache

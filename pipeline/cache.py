@@ -23,6 +23,8 @@ from typing import Any
 
 from filelock import FileLock
 
+from pipeline import chaos
+
 MANIFEST = "manifest.json"
 CONFIG = "config.json"
 
@@ -79,6 +81,25 @@ class Cache:
         self.root.mkdir(parents=True, exist_ok=True)
         self.ledger_path = self.root / "ledger.jsonl"
 
+    @staticmethod
+    def identity(stage: str, params: dict, inputs: list[Artifact], version: int = 1) -> dict:
+        """Everything that defines a stage output: its code version, params and inputs."""
+        return {
+            "stage": stage,
+            "version": version,
+            "params": params,
+            "inputs": [[a.stage, a.key] for a in inputs],
+        }
+
+    def key(self, stage: str, params: dict, inputs: list[Artifact], version: int = 1) -> str:
+        """The directory name ``stage(...)`` will use, known before anything is built."""
+        return stable_hash(self.identity(stage, params, inputs, version))[:16]
+
+    def checkpoint_dir(self, stage: str, key: str) -> Path:
+        """Where a long build keeps resumable state; it survives a killed process and
+        is deleted once the stage is published."""
+        return self.root / stage / f".ckpt-{key}"
+
     def stage(
         self,
         stage: str,
@@ -94,12 +115,7 @@ class Cache:
         ``version`` is the stage code's own version: a stage module bumps it when
         its output changes for the same config, so stale outputs are never reused.
         """
-        identity = {
-            "stage": stage,
-            "version": version,
-            "params": params,
-            "inputs": [[a.stage, a.key] for a in inputs],
-        }
+        identity = self.identity(stage, params, inputs, version)
         key = stable_hash(identity)[:16]
         final = self.root / stage / key
         final.parent.mkdir(parents=True, exist_ok=True)
@@ -110,10 +126,16 @@ class Cache:
                 self._log(stage, key, "reused", time.perf_counter() - start)
                 return Artifact(stage, key, final, info)
             if final.exists():  # incomplete or corrupted: never used, rebuilt
+                print(f"[cache] {stage}/{key} failed its sha256 check; rebuilding it")
+                self._log(stage, key, "corrupt", 0.0)
                 shutil.rmtree(final)
+            # Holding the lock, any temp dir of this key belongs to a killed process.
+            for stale in final.parent.glob(f".tmp-{key}-*"):
+                shutil.rmtree(stale, ignore_errors=True)
             tmp = final.parent / f".tmp-{key}-{uuid.uuid4().hex[:8]}"
             tmp.mkdir()
             try:
+                chaos.point(f"{stage}:start")
                 atomic_write_json(tmp / CONFIG, identity)
                 info = build(tmp) or {}
                 files = {
@@ -124,10 +146,12 @@ class Cache:
                 atomic_write_json(
                     tmp / MANIFEST, {"stage": stage, "key": key, "info": info, "files": files}
                 )
+                chaos.point(f"{stage}:publish")
                 os.replace(tmp, final)
             except BaseException:
                 shutil.rmtree(tmp, ignore_errors=True)
                 raise
+            shutil.rmtree(self.checkpoint_dir(stage, key), ignore_errors=True)
         self._log(stage, key, "computed", time.perf_counter() - start)
         return Artifact(stage, key, final, info, computed=True)
 

@@ -1,60 +1,132 @@
-"""Hydra callbacks: draw the figures once after a run or a whole sweep."""
+"""Hydra callbacks: draw the figures (and write summary.md) once after a run or a
+whole sweep. ``make figures`` calls ``plot_results`` with the same spec, read back
+from ``figures.json`` in the results folder, so it redraws without Hydra."""
 
 from __future__ import annotations
 
+import json
 import time
 from pathlib import Path
 from typing import Any
 
+from filelock import FileLock
 from hydra.experimental.callback import Callback
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
-from pipeline.cache import Cache, atomic_write_text, file_sha256, stable_hash
+from pipeline import chaos
+from pipeline.cache import Cache, atomic_write_json, atomic_write_text, file_sha256, stable_hash
 
-FIGURES = {"reward_vs_kl.png": "kl", "reward_vs_kl_exact.png": "kl_exact"}
-STAMP = ".figures_key"  # which table and title the figures were drawn from
+STAMP = ".figures_key"  # which table and spec the figures were drawn from
+SPEC = "figures.json"  # the figure spec of this results folder (kind, title)
+DEFAULT_SPEC = {"kind": "reward_vs_kl", "title": "eval reward vs KL"}
+
+
+def outputs_for(kind: str) -> list[str]:
+    """File names one figure kind writes (PNG and PDF of each figure, plus the summary)."""
+    from pipeline.stages.plot import FIGURES
+
+    names = [name for name, _ in FIGURES[kind]]
+    return names + [str(Path(n).with_suffix(".pdf")) for n in names] + ["summary.md"]
+
+
+def read_spec(results_dir: Path) -> dict:
+    path = Path(results_dir) / SPEC
+    return {**DEFAULT_SPEC, **json.loads(path.read_text())} if path.is_file() else DEFAULT_SPEC
 
 
 def plot_results(
-    results_dir: str | Path, cache_dir: str | Path, title: str, force: bool = False
+    results_dir: str | Path, cache_dir: str | Path, spec: dict | None = None, force: bool = False
 ) -> Path | None:
-    """Draw the figures from ``runs.csv``; skipped (and logged as reused) when the
-    table and title are unchanged since the last drawing, unless ``force``."""
+    """Draw the figures of ``spec`` (default: the folder's ``figures.json``) and
+    summary.md from ``runs.csv``. Skipped, and logged as reused, when the table and
+    spec are unchanged since the last drawing, unless ``force``."""
+    from pipeline.stages.plot import FIGURES, draw
+    from pipeline.summary import write_summary
+
     results_dir = Path(results_dir)
     table = results_dir / "runs.csv"
     if not table.is_file():
         return None
+    spec = dict(spec) if spec is not None else read_spec(results_dir)
+    if spec["kind"] not in FIGURES:
+        raise ValueError(f"figures.kind={spec['kind']!r}: choose one of {sorted(FIGURES)}")
     start = time.perf_counter()
-    key = stable_hash({"table": file_sha256(table), "title": title, "figures": FIGURES})[:16]
-    stamp = results_dir / STAMP
-    outputs = [results_dir / name for name in FIGURES] + [
-        (results_dir / name).with_suffix(".pdf") for name in FIGURES
-    ]
-    if (
-        not force
-        and stamp.is_file()
-        and stamp.read_text().strip() == key
-        and all(p.is_file() for p in outputs)
-    ):
-        Cache(cache_dir).record("plot", key, "reused", time.perf_counter() - start)
-        return outputs[0]
-
-    from pipeline.stages.plot import reward_vs_kl
-
-    for name, kl_column in FIGURES.items():
-        reward_vs_kl(table, results_dir / name, kl_column=kl_column, title=title)
-    atomic_write_text(stamp, key + "\n")
+    # Parallel sweeps end at the same time: one process draws, the others then reuse.
+    with FileLock(str(results_dir / ".figures.lock")):
+        key = stable_hash({"table": file_sha256(table), "spec": spec, "v": 2})[:16]
+        stamp = results_dir / STAMP
+        outputs = [results_dir / name for name in outputs_for(spec["kind"])]
+        if (
+            not force
+            and stamp.is_file()
+            and stamp.read_text().strip() == key
+            and all(p.is_file() for p in outputs)
+        ):
+            Cache(cache_dir).record("plot", key, "reused", time.perf_counter() - start)
+            return outputs[0]
+        chaos.point("plot:start")
+        atomic_write_json(results_dir / SPEC, spec)
+        for name, column in FIGURES[spec["kind"]]:
+            draw(spec["kind"], table, results_dir / name, column, spec["title"])
+        write_summary(table, results_dir / "summary.md", spec["title"])
+        atomic_write_text(stamp, key + "\n")
     Cache(cache_dir).record("plot", key, "computed", time.perf_counter() - start)
-    print(f"[plot] wrote {outputs[0]} and {len(outputs) - 1} more")
+    print(f"[plot] wrote {len(outputs)} files to {results_dir}")
     return outputs[0]
 
 
+def log_baseline(
+    results_dir: str | Path, cache_dir: str | Path, wandb_cfg: Any, group: str
+) -> None:
+    """The SFT baseline as its own W&B run in the experiment's group (same fixed id on
+    every re-run, so it is updated rather than duplicated)."""
+    from pipeline import results
+    from pipeline.logger import RunLogger
+
+    table = Path(results_dir) / "runs.csv"
+    if wandb_cfg is None or wandb_cfg.mode == "disabled" or not table.is_file():
+        return
+    sft = results.read(table)
+    sft = sft[sft["loss"] == "sft"]
+    if not len(sft):
+        return
+    row = sft.iloc[0]
+    metrics = {k: float(row[k]) for k in ("reward", "reward_se", "kl", "kl_se", "kl_exact")}
+    logger = RunLogger(
+        wandb_cfg,
+        name="sft-baseline",
+        group=group,
+        tags=["loss=sft"],
+        config={"experiment": group, "eval_key": str(row["eval_key"]), "scale": row["scale"]},
+        wandb_dir=Path(cache_dir) / "wandb",
+        run_id=stable_hash([group, "sft", str(row["eval_key"])])[:16],
+    )
+    try:
+        logger.summary({f"eval/{k}": v for k, v in metrics.items()})
+    finally:
+        logger.finish()
+
+
 class PlotCallback(Callback):
-    def __init__(self, results_dir: str, cache_dir: str, title: str) -> None:
-        self.args = (results_dir, cache_dir, title)
+    def __init__(
+        self,
+        results_dir: str,
+        cache_dir: str,
+        figures: Any,
+        wandb: Any = None,
+        group: str = "",
+    ) -> None:
+        if isinstance(figures, DictConfig):
+            figures = OmegaConf.to_container(figures, resolve=True)
+        self.args = (results_dir, cache_dir, dict(figures))
+        self.wandb, self.group = wandb, group
+
+    def _end(self) -> None:
+        plot_results(*self.args)
+        log_baseline(self.args[0], self.args[1], self.wandb, self.group)
 
     def on_run_end(self, config: DictConfig, **kwargs: Any) -> None:
-        plot_results(*self.args)
+        self._end()
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
-        plot_results(*self.args)
+        self._end()

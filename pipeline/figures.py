@@ -1,29 +1,25 @@
-"""Redraw every figure from the saved run tables, with no training:
-``python -m pipeline.figures [results_dir ...]`` (default: every results/*/runs.csv)."""
+"""Redraw every figure and summary from the saved run tables, with no training:
+``python -m pipeline.figures [results_dir ...]`` (default: every results/*/runs.csv).
+Each folder's ``figures.json`` (written by the run that filled it) says what to draw."""
 
 from __future__ import annotations
 
 import sys
+import time
 from pathlib import Path
-
-from omegaconf import OmegaConf
 
 from pipeline import PROJECT_ROOT
 from pipeline.callbacks import plot_results
 
 
-def title_for(results_dir: Path) -> str:
-    """The task's figure title (results/<experiment>[_<scale>] -> conf/task/<experiment>.yaml)."""
-    task_file = PROJECT_ROOT / "conf" / "task" / f"{results_dir.name.split('_')[0]}.yaml"
-    return OmegaConf.load(task_file).title if task_file.is_file() else results_dir.name
-
-
 def main(argv: list[str]) -> int:
+    start = time.perf_counter()
     dirs = [Path(a) for a in argv] or sorted(
         p.parent for p in (PROJECT_ROOT / "results").glob("*/runs.csv")
     )
     for d in dirs:
-        plot_results(d, PROJECT_ROOT / ".cache" / "pipeline", title_for(d), force=True)
+        plot_results(d, PROJECT_ROOT / ".cache" / "pipeline", force=True)
+    print(f"[figures] redrew {len(dirs)} results folders in {time.perf_counter() - start:.1f}s")
     return 0
 
 

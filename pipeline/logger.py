@@ -19,6 +19,7 @@ class RunLogger:
         tags: list[str] | None = None,
         config: dict | None = None,
         wandb_dir: str | Path = ".",
+        run_id: str | None = None,
     ) -> None:
         self.run = None
         if wandb_cfg is not None and wandb_cfg.mode != "disabled":
@@ -34,11 +35,16 @@ class RunLogger:
                 group=group,
                 name=name,
                 tags=tags,
-                config=config,
                 dir=str(wandb_dir),
+                # A fixed id per training run: re-running a sweep (or resuming a killed
+                # one) updates the same W&B run instead of adding duplicates.
+                id=run_id,
+                resume="allow" if run_id else None,
                 reinit="finish_previous",
                 settings=wandb.Settings(console="off", x_disable_stats=True),
             )
+            # A resumed run may see changed values that do not define the run (paths).
+            self.run.config.update(config or {}, allow_val_change=True)
 
     def log(self, metrics: dict[str, float], step: int) -> None:
         if self.run is not None:

@@ -12,7 +12,7 @@ import hydra
 from omegaconf import DictConfig, OmegaConf
 
 from pipeline import PROJECT_ROOT, results
-from pipeline.cache import Cache
+from pipeline.cache import Cache, stable_hash
 from pipeline.errors import PipelineError
 from pipeline.hub import set_offline
 from pipeline.logger import RunLogger, read_csv_log
@@ -38,6 +38,11 @@ def run_name(cfg: DictConfig) -> str:
     if cfg.loss.name in USES_OFFSET:
         parts += [f"a{cfg.loss.alpha:g}", cfg.offset.name]
     return "-".join(parts + [f"n{cfg.n_pairs}", f"s{cfg.seed}"])
+
+
+def wandb_id(group: str, key: str) -> str:
+    """W&B run id: one per (experiment, training run), stable across re-runs."""
+    return stable_hash([group, key])[:16]
 
 
 def run_experiment(cfg: DictConfig) -> dict:
@@ -69,13 +74,24 @@ def run_experiment(cfg: DictConfig) -> dict:
         "scale": cfg.scale.name,
         "stand_in": bool(cfg.scale.stand_in),
     }
+    # The SFT model is evaluated once (same eval prompts and seed) as the baseline row.
+    base_art = evaluate.run(cfg, cache, sft_art, sft_art, clf_art, prompts_art)
+    base = {
+        "loss": "sft",
+        "scale": cfg.scale.name,
+        "stand_in": bool(cfg.scale.stand_in),
+        "eval_key": base_art.key,
+    }
+    base.update(evaluate.load(base_art))
+    train_key = train.key(cfg, cache, [sft_art, samples_art, pairs_art, ref_art])
     logger = RunLogger(
         cfg.wandb,
         name=run_name(cfg),
         group=cfg.experiment_name,
         tags=[f"{k}={row[k]}" for k in ("loss", "beta", "alpha", "offset", "n_pairs", "seed")],
-        config=OmegaConf.to_container(cfg, resolve=True),
+        config=OmegaConf.to_container(cfg, resolve=True) | {"train_key": train_key},
         wandb_dir=Path(cfg.cache_dir) / "wandb",
+        run_id=wandb_id(cfg.experiment_name, train_key),
     )
     failed = True
     try:
@@ -95,21 +111,13 @@ def run_experiment(cfg: DictConfig) -> dict:
         )
         logger.summary(
             {f"eval/{k}": v for k, v in metrics.items()}
+            | {f"sft/{k}": base[k] for k in ("reward", "reward_se", "kl", "kl_exact")}
             | {"classifier_accuracy": clf_art.info["accuracy"]}
         )
         failed = False
     finally:
         logger.finish(failed=failed)
 
-    # The SFT model is evaluated once (same eval prompts and seed) as the baseline row.
-    base_art = evaluate.run(cfg, cache, sft_art, sft_art, clf_art, prompts_art)
-    base = {
-        "loss": "sft",
-        "scale": cfg.scale.name,
-        "stand_in": bool(cfg.scale.stand_in),
-        "eval_key": base_art.key,
-    }
-    base.update(evaluate.load(base_art))
     results.upsert(Path(cfg.results_dir) / "runs.csv", [base, row])
     print(
         f"[run] {run_name(cfg)}: reward {row['reward']:.3f}±{row['reward_se']:.3f}, "

@@ -1,15 +1,24 @@
-"""Stage 9, plot: eval reward (y) against KL to the SFT model (x), DPO and ODPO
-side by side, one panel per training-set size. Up and to the left is better."""
+"""Stage 9, plot: the paper's figures from a run table.
+
+- ``reward_vs_kl``: eval reward (y) against KL to the SFT model (x), one panel per
+  training-set size, one colour and marker per series (DPO, each ODPO variant).
+  Faint markers are single runs; solid markers are the mean over seeds with bars
+  spanning the seeds' range; the line is each series' reward-KL Pareto frontier.
+  Up and to the left is better.
+- ``vs_alpha``: reward and KL against the offset scale alpha (the alpha ablation).
+"""
 
 from __future__ import annotations
 
 import os
+import uuid
 from pathlib import Path
 
 import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
 from pipeline import results  # noqa: E402
@@ -22,7 +31,11 @@ ODPO_STYLES = [
     ("tab:red", "D"),
     ("tab:purple", "v"),
     ("tab:brown", "P"),
+    ("tab:pink", "X"),
+    ("tab:olive", "*"),
 ]
+KL_LABEL = {"kl": "KL(π_θ ‖ π_SFT) (k3)", "kl_exact": "KL(π_θ ‖ π_SFT) (exact per-token)"}
+STAND_IN = " (embedded stand-in: small GPT-2 + Rotten Tomatoes, not the paper's models)"
 
 
 def series(runs: pd.DataFrame) -> list[tuple[str, pd.DataFrame, str, str]]:
@@ -35,60 +48,115 @@ def series(runs: pd.DataFrame) -> list[tuple[str, pd.DataFrame, str, str]]:
     variants = sorted(odpo.groupby(["offset", "alpha"]).groups)
     for i, (offset, alpha) in enumerate(variants):
         rows = odpo[(odpo["offset"] == offset) & (odpo["alpha"] == alpha)]
-        label = "ODPO" if len(variants) == 1 else f"ODPO ({offset}, α={alpha:g})"
+        label = "ODPO" if len(variants) == 1 else f"ODPO (f={offset}, α={alpha:g})"
         out.append((label, rows, *ODPO_STYLES[i % len(ODPO_STYLES)]))
+    return out
+
+
+def _split(df: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame, bool]:
+    """(training runs, SFT baseline rows, whether the table is a stand-in)."""
+    stand_in = bool(df.get("stand_in", pd.Series([False])).fillna(False).astype(bool).any())
+    return df[df["loss"] != "sft"], df[df["loss"] == "sft"], stand_in
+
+
+def _save(fig: plt.Figure, out: Path) -> Path:
+    out.parent.mkdir(parents=True, exist_ok=True)
+    for path in (out, out.with_suffix(".pdf")):
+        # A unique temporary name, then rename: a killed or concurrent run never
+        # leaves (or reads) half a figure.
+        tmp = path.with_name(f".{path.stem}.{uuid.uuid4().hex[:8]}.tmp{path.suffix}")
+        fig.savefig(tmp, dpi=130)
+        os.replace(tmp, path)
+    plt.close(fig)
     return out
 
 
 def reward_vs_kl(
     table: Path, out: Path, kl_column: str = "kl", title: str = "Sentiment control"
 ) -> Path:
-    df = results.read(table)
-    runs = df[df["loss"] != "sft"]
-    sft = df[df["loss"] == "sft"]
+    from pipeline.summary import pareto_frontier
+
+    runs, sft, stand_in = _split(results.read(table))
     sizes = sorted(runs["n_pairs"].dropna().unique()) or [None]
     fig, axes = plt.subplots(
-        1, len(sizes), figsize=(4.2 * len(sizes), 3.8), sharey=True, squeeze=False
+        1, len(sizes), figsize=(4.4 * len(sizes), 4.0), sharey=True, squeeze=False
     )
     for ax, size in zip(axes[0], sizes, strict=True):
         panel = runs if size is None else runs[runs["n_pairs"] == size]
         for label, part, color, marker in series(panel):
-            if len(part):
-                ax.scatter(
-                    part[kl_column],
-                    part["reward"],
-                    c=color,
-                    marker=marker,
-                    s=26,
-                    alpha=0.8,
-                    label=label,
-                    edgecolors="none",
-                )
+            ax.scatter(
+                part[kl_column], part["reward"], c=color, marker=marker, s=14, alpha=0.3,
+                edgecolors="none",
+            )  # fmt: skip
+            by_beta = part.groupby("beta")
+            mean = by_beta[[kl_column, "reward"]].mean()
+            lo, hi = by_beta[[kl_column, "reward"]].min(), by_beta[[kl_column, "reward"]].max()
+            ax.errorbar(
+                mean[kl_column],
+                mean["reward"],
+                xerr=[mean[kl_column] - lo[kl_column], hi[kl_column] - mean[kl_column]],
+                yerr=[mean["reward"] - lo["reward"], hi["reward"] - mean["reward"]],
+                fmt=marker, color=color, ms=5, elinewidth=0.8, capsize=0, alpha=0.9,
+                label=f"{label} (seed mean, range)",
+            )  # fmt: skip
+            front = part.iloc[
+                pareto_frontier(part[kl_column].to_numpy(), part["reward"].to_numpy())
+            ]
+            ax.step(front[kl_column], front["reward"], where="post", color=color, lw=1.2)
         if len(sft):
             ax.axhline(float(sft["reward"].iloc[0]), color="gray", ls="--", lw=1, label="SFT")
-        ax.set_xlabel(
-            "KL(π_θ ‖ π_SFT)" + (" (exact per-token)" if kl_column == "kl_exact" else " (k3)")
-        )
+            ax.plot([0], [float(sft["reward"].iloc[0])], marker="*", color="gray", ms=9)
+        ax.set_xlabel(KL_LABEL[kl_column])
         ax.set_title(f"{int(size)} pairs" if size is not None else "all runs")
         ax.grid(alpha=0.3)
     axes[0][0].set_ylabel("eval reward  p(positive)")
-    axes[0][0].legend(loc="lower right", fontsize=8)
-    stand_in = bool(df.get("stand_in", pd.Series([False])).fillna(False).astype(bool).any())
-    fig.suptitle(
-        title
-        + (
-            " (embedded stand-in: small GPT-2 + Rotten Tomatoes, not the paper's models)"
-            if stand_in
-            else ""
-        ),
-        fontsize=10,
-    )
+    axes[0][0].legend(loc="lower right", fontsize=7)
+    fig.suptitle(title + (STAND_IN if stand_in else ""), fontsize=9)
+    fig.text(0.99, 0.01, "lines: Pareto frontier (non-dominated runs)", ha="right", fontsize=7)
     fig.tight_layout()
-    out.parent.mkdir(parents=True, exist_ok=True)
-    for path in (out, out.with_suffix(".pdf")):
-        # Draw to a temporary name, then rename: a killed run never leaves half a figure.
-        tmp = path.with_name(f".{path.stem}.tmp{path.suffix}")
-        fig.savefig(tmp, dpi=130)
-        os.replace(tmp, path)
-    plt.close(fig)
-    return out
+    return _save(fig, out)
+
+
+def vs_alpha(table: Path, out: Path, kl_column: str = "kl", title: str = "α ablation") -> Path:
+    """Reward and KL against alpha: single seeds faint, seed mean with its range."""
+    runs, sft, stand_in = _split(results.read(table))
+    odpo = runs[runs["loss"] == "odpo"]
+    fig, axes = plt.subplots(1, 2, figsize=(9, 3.8), squeeze=False)
+    for ax, column, label in (
+        (axes[0][0], "reward", "eval reward  p(positive)"),
+        (axes[0][1], kl_column, KL_LABEL[kl_column]),
+    ):
+        for i, (offset, part) in enumerate(odpo.groupby("offset")):
+            color, marker = ODPO_STYLES[i % len(ODPO_STYLES)]
+            ax.scatter(part["alpha"], part[column], c=color, marker=marker, s=14, alpha=0.35)
+            by_alpha = part.groupby("alpha")[column]
+            mean, lo, hi = by_alpha.mean(), by_alpha.min(), by_alpha.max()
+            ax.plot(mean.index, mean.values, color=color, marker=marker, ms=5,
+                    label=f"ODPO (f={offset}), seed mean")  # fmt: skip
+            ax.fill_between(mean.index, lo.values, hi.values, color=color, alpha=0.15,
+                            label="range over seeds")  # fmt: skip
+        dpo = runs[runs["loss"] == "dpo"]
+        if len(dpo):
+            ax.axhline(float(np.mean(dpo[column])), color=DPO_STYLE[0], ls=":", lw=1,
+                       label="DPO (seed mean)")  # fmt: skip
+        if column == "reward" and len(sft):
+            ax.axhline(float(sft["reward"].iloc[0]), color="gray", ls="--", lw=1, label="SFT")
+        ax.set_xlabel("offset scale α  (α = 0 is DPO)")
+        ax.set_ylabel(label)
+        ax.grid(alpha=0.3)
+    axes[0][0].legend(loc="best", fontsize=7)
+    fig.suptitle(title + (STAND_IN if stand_in else ""), fontsize=9)
+    fig.tight_layout()
+    return _save(fig, out)
+
+
+# figure kind -> [(file name, KL column)]; the drawing function is chosen by kind.
+FIGURES = {
+    "reward_vs_kl": [("reward_vs_kl.png", "kl"), ("reward_vs_kl_exact.png", "kl_exact")],
+    "vs_alpha": [("vs_alpha.png", "kl"), ("vs_alpha_exact.png", "kl_exact")],
+}
+DRAW = {"reward_vs_kl": reward_vs_kl, "vs_alpha": vs_alpha}
+
+
+def draw(kind: str, table: Path, out: Path, kl_column: str, title: str) -> Path:
+    return DRAW[kind](table, out, kl_column=kl_column, title=title)

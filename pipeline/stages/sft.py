@@ -18,6 +18,7 @@ from transformers import get_cosine_schedule_with_warmup
 
 from pipeline import models
 from pipeline.cache import Artifact, Cache
+from pipeline.checkpoint import Checkpointer, restore_rng, rng_state
 from pipeline.hub import require_model
 from pipeline.io import read_jsonl
 from pipeline.seeding import set_seed
@@ -30,7 +31,14 @@ def run(cfg: DictConfig, cache: Cache, data: Artifact) -> Artifact:
     model_cfg, sft_cfg = cfg.scale.model, cfg.scale.sft
     if model_cfg.pretrained:
         require_model(model_cfg.pretrained, "scale.model.pretrained")
-    params = {"model": OmegaConf.to_container(model_cfg), "sft": OmegaConf.to_container(sft_cfg)}
+    sft_params = OmegaConf.to_container(sft_cfg)
+    sft_params.pop("checkpoint_every", None)  # how often we save does not change the model
+    params = {"model": OmegaConf.to_container(model_cfg), "sft": sft_params}
+    checkpointer = Checkpointer(
+        cache.checkpoint_dir("sft", cache.key("sft", params, [data], version=VERSION)),
+        sft_cfg.get("checkpoint_every", 0),
+        "sft",
+    )
 
     def build(out: Path) -> dict:
         gen = set_seed(sft_cfg.seed)
@@ -52,7 +60,7 @@ def run(cfg: DictConfig, cache: Cache, data: Artifact) -> Artifact:
             [bos, *ids[: sft_cfg.max_length - 2], eos]
             for ids in tok(texts, add_special_tokens=False)["input_ids"]
         ]
-        final_loss = train_lm(model, seqs, sft_cfg, tok.pad_token_id, gen, cfg.device)
+        final_loss = train_lm(model, seqs, sft_cfg, tok.pad_token_id, gen, cfg.device, checkpointer)
         model.save_pretrained(out / "model")
         tok.save_pretrained(out / "model")
         n_params = sum(p.numel() for p in model.parameters())
@@ -71,14 +79,24 @@ def train_lm(
     pad_id: int,
     gen: torch.Generator,
     device: str,
+    checkpointer: Checkpointer | None = None,
 ) -> float:
-    """Next-token cross-entropy on whole texts (padding ignored)."""
+    """Next-token cross-entropy on whole texts (padding ignored). Resumes from the
+    ``checkpointer``'s saved state when there is one."""
     opt = torch.optim.AdamW(model.parameters(), lr=sft_cfg.lr, weight_decay=sft_cfg.weight_decay)
     sched = get_cosine_schedule_with_warmup(opt, sft_cfg.warmup_steps, sft_cfg.steps)
     model.train()
-    ema = math.nan
-    bar = tqdm(range(sft_cfg.steps), desc="sft", leave=False)
-    for _ in bar:
+    ema, first = math.nan, 0
+    saved = checkpointer.load() if checkpointer else None
+    if saved is not None:
+        model.load_state_dict(saved["model"])
+        opt.load_state_dict(saved["optimizer"])
+        sched.load_state_dict(saved["scheduler"])
+        restore_rng(gen, saved["rng"])
+        ema, first = saved["ema"], saved["step"]
+        print(f"[sft] resumed from the checkpoint after step {first - 1}")
+    bar = tqdm(range(first, sft_cfg.steps), desc="sft", leave=False)
+    for step in bar:
         idx = torch.randint(len(seqs), (sft_cfg.batch_size,), generator=gen).tolist()
         batch = [seqs[i] for i in idx]
         width = max(len(s) for s in batch)
@@ -98,5 +116,17 @@ def train_lm(
         sched.step()
         ema = loss.item() if math.isnan(ema) else 0.98 * ema + 0.02 * loss.item()
         bar.set_postfix(loss=f"{ema:.3f}")
+        if checkpointer and checkpointer.due(step):
+            checkpointer.save(
+                {
+                    "model": model.state_dict(),
+                    "optimizer": opt.state_dict(),
+                    "scheduler": sched.state_dict(),
+                    "rng": rng_state(gen),
+                    "ema": ema,
+                    "step": step + 1,
+                },
+                step,
+            )
     model.eval()
     return round(ema, 4)

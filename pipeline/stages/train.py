@@ -15,6 +15,7 @@ from transformers import get_constant_schedule_with_warmup
 
 from pipeline import models
 from pipeline.cache import Artifact, Cache
+from pipeline.checkpoint import Checkpointer, restore_rng, rng_state
 from pipeline.errors import ConfigError, PipelineError
 from pipeline.logger import CSVLog, RunLogger
 from pipeline.losses import LOSSES, USES_OFFSET
@@ -25,6 +26,8 @@ from pipeline.stages import reference, sample
 
 # Bump when this stage's output changes for the same config (part of its cache key).
 VERSION = 1
+# Settings that change how a run is observed or made safe, not the model it trains.
+NOT_IN_KEY = ("log_every", "checkpoint_every")
 
 OPTIMIZERS = {"adamw": torch.optim.AdamW, "rmsprop": torch.optim.RMSprop}
 
@@ -56,6 +59,19 @@ def check_offsets(cfg: DictConfig, pairs: Artifact) -> None:
     pair_offsets(cfg, pairs_stage.load(pairs))
 
 
+def params(cfg: DictConfig) -> dict:
+    """What the trained model depends on. How often we log or checkpoint does not."""
+    train_params = OmegaConf.to_container(cfg.scale.train)
+    for key in NOT_IN_KEY:
+        train_params.pop(key, None)
+    return {**loss_identity(cfg), "train": train_params, "seed": cfg.seed}
+
+
+def key(cfg: DictConfig, cache: Cache, inputs: list[Artifact]) -> str:
+    """The training run's cache key, known before it trains (names its W&B run)."""
+    return cache.key("train", params(cfg), inputs, version=VERSION)
+
+
 def run(
     cfg: DictConfig,
     cache: Cache,
@@ -65,9 +81,12 @@ def run(
     ref: Artifact,
     logger: RunLogger,
 ) -> Artifact:
-    train_params = OmegaConf.to_container(cfg.scale.train)
-    train_params.pop("log_every")  # how often we log does not change the model
-    params = {**loss_identity(cfg), "train": train_params, "seed": cfg.seed}
+    inputs = [sft, samples, pairs, ref]
+    checkpointer = Checkpointer(
+        cache.checkpoint_dir("train", key(cfg, cache, inputs)),
+        cfg.scale.train.get("checkpoint_every", 0),
+        "train",
+    )
 
     def build(out: Path) -> dict:
         start = time.perf_counter()
@@ -81,7 +100,16 @@ def run(
         policy = models.disable_dropout(models.load_model(sft / "model", cfg.device)).train()
         log = CSVLog(out / "train_log.csv")
         steps = train_pairs(
-            cfg, policy, s, p, reference_logps, offsets, tok.pad_token_id, gen, [log, logger]
+            cfg,
+            policy,
+            s,
+            p,
+            reference_logps,
+            offsets,
+            tok.pad_token_id,
+            gen,
+            [log, logger],
+            checkpointer,
         )
         log.close()
         policy.save_pretrained(out / "model")
@@ -92,7 +120,7 @@ def run(
         )
         return {"train_seconds": round(seconds, 2), "steps": steps}
 
-    return cache.stage("train", params, [sft, samples, pairs, ref], build, version=VERSION)
+    return cache.stage("train", params(cfg), inputs, build, version=VERSION)
 
 
 def train_pairs(
@@ -105,19 +133,39 @@ def train_pairs(
     pad_id: int,
     gen: torch.Generator,
     sinks: list,
+    checkpointer: Checkpointer | None = None,
 ) -> int:
-    """The optimisation loop; returns the number of steps taken."""
+    """The optimisation loop; returns the number of steps taken. With a
+    ``checkpointer`` it saves its state every few steps and, when a saved state
+    exists, resumes from it instead of starting again."""
     train_cfg = cfg.scale.train
     loss_fn = LOSSES[cfg.loss.name]
     n = len(p["prompt"])
     opt = OPTIMIZERS[train_cfg.optimizer](policy.parameters(), lr=train_cfg.lr)
     sched = get_constant_schedule_with_warmup(opt, train_cfg.warmup_steps)
-    step = 0
+    step, first_epoch, first_start, order = 0, 0, 0, None
+    rows: list[tuple[dict, int]] = []  # every logged (metrics, step), kept for the checkpoint
+    saved = checkpointer.load() if checkpointer else None
+    if saved is not None:
+        policy.load_state_dict(saved["model"])
+        opt.load_state_dict(saved["optimizer"])
+        sched.load_state_dict(saved["scheduler"])
+        restore_rng(gen, saved["rng"])
+        step, first_epoch, first_start = saved["step"], saved["epoch"], saved["next_start"]
+        order, rows = saved["order"], saved["rows"]
+        for metrics, logged_step in rows:  # the curves so far, so the logs are complete
+            for sink in sinks:
+                sink.log(metrics, logged_step)
+        print(
+            f"[train] resumed from the checkpoint after step {step - 1} ({checkpointer.directory})"
+        )
     bs = train_cfg.batch_size
-    for epoch in range(train_cfg.epochs):
-        # Epoch 0 uses the seeded pair order from the pairs stage; later epochs reshuffle.
-        order = np.arange(n) if epoch == 0 else torch.randperm(n, generator=gen).numpy()
-        for start in tqdm(range(0, n, bs), desc=f"{cfg.loss.name} b={cfg.loss.beta}", leave=False):
+    for epoch in range(first_epoch, train_cfg.epochs):
+        if order is None:
+            # Epoch 0 uses the seeded pair order from the pairs stage; later epochs reshuffle.
+            order = np.arange(n) if epoch == 0 else torch.randperm(n, generator=gen).numpy()
+        starts = range(first_start if epoch == first_epoch else 0, n, bs)
+        for start in tqdm(starts, desc=f"{cfg.loss.name} b={cfg.loss.beta}", leave=False):
             idx = order[start : start + bs]
             pi, ci, ri = p["prompt"][idx], p["chosen"][idx], p["rejected"][idx]
             prompts = [s["prompts"][i] for i in pi]
@@ -143,9 +191,14 @@ def train_pairs(
                 torch.nn.utils.clip_grad_norm_(policy.parameters(), train_cfg.max_grad_norm)
             )
             if not (math.isfinite(loss.item()) and math.isfinite(grad_norm)):
+                kept = (
+                    f"; the last good checkpoint is kept in {checkpointer.directory}"
+                    if checkpointer and checkpointer.load() is not None
+                    else ""
+                )
                 raise PipelineError(
                     f"non-finite loss ({loss.item()}) or grad norm ({grad_norm}) at step {step}, "
-                    f"batch of pairs {start}..{start + len(idx) - 1}"
+                    f"epoch {epoch}, batch of pairs {start}..{start + len(idx) - 1}{kept}"
                 )
             opt.step()
             sched.step()
@@ -160,8 +213,25 @@ def train_pairs(
                     "train/offset": offset.mean().item() if offset is not None else 0.0,
                     "train/grad_norm": grad_norm,
                 }
+                rows.append((metrics, step))
                 for sink in sinks:
                     sink.log(metrics, step)
+            if checkpointer and checkpointer.due(step):
+                checkpointer.save(
+                    {
+                        "model": policy.state_dict(),
+                        "optimizer": opt.state_dict(),
+                        "scheduler": sched.state_dict(),
+                        "rng": rng_state(gen),
+                        "step": step + 1,
+                        "epoch": epoch,
+                        "next_start": start + bs,
+                        "order": order,
+                        "rows": rows,
+                    },
+                    step,
+                )
             step += 1
+        order = None
     policy.eval()
     return step

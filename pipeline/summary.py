@@ -1,0 +1,442 @@
+"""Summarise a run table as Markdown: the reward-vs-KL frontier of each series, the area under
+it, the best reward within KL budgets, ODPO against its reference at matched settings and the
+spread over seeds. ``python -m pipeline.summary results/<experiment> [--title TITLE]`` writes
+``results/<experiment>/summary.md`` from its ``runs.csv``.
+
+Higher reward and lower KL are better throughout. A *series* is DPO, or one ODPO variant
+(scaling function f, scale α); its runs at one training-set size form one frontier."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from pipeline.cache import atomic_write_text
+from pipeline.results import read
+
+MATCH = ["beta", "n_pairs", "seed"]  # what "the same setting" means in the head-to-head
+SPREAD_KEYS = ["loss", "offset", "alpha", "n_pairs", "beta"]
+DIGITS = 3  # every reward, KL and area in summary.md
+
+
+# --- pure functions on arrays -------------------------------------------------------------
+
+
+def _as_pairs(kl: Sequence[float], reward: Sequence[float]) -> tuple[np.ndarray, np.ndarray]:
+    kl_arr = np.asarray(kl, dtype=float)
+    reward_arr = np.asarray(reward, dtype=float)
+    if kl_arr.ndim != 1 or kl_arr.shape != reward_arr.shape:
+        raise ValueError(
+            f"kl and reward must be 1-D of the same length, got {kl_arr.shape} and "
+            f"{reward_arr.shape}"
+        )
+    return kl_arr, reward_arr
+
+
+def pareto_frontier(kl: Sequence[float], reward: Sequence[float]) -> np.ndarray:
+    """Indices of the non-dominated runs, ordered by increasing KL.
+
+    Run j dominates run i when kl[j] <= kl[i] and reward[j] >= reward[i] with at least one of
+    the two strict. The frontier is every run that no other run dominates. Of a group of exact
+    duplicates (equal KL and reward) only the one with the smallest index is kept, so along the
+    returned indices KL and reward both increase strictly. Runs with a non-finite KL or reward
+    take no part.
+    """
+    kl_arr, reward_arr = _as_pairs(kl, reward)
+    finite = np.flatnonzero(np.isfinite(kl_arr) & np.isfinite(reward_arr))
+    # KL ascending, then reward descending, then index ascending: every run that could
+    # dominate run i (or duplicates it with a smaller index) comes before it.
+    order = finite[np.lexsort((finite, -reward_arr[finite], kl_arr[finite]))]
+    sorted_reward = reward_arr[order]
+    best_before = np.concatenate([[-np.inf], np.maximum.accumulate(sorted_reward)[:-1]])
+    return order[sorted_reward > best_before].astype(np.int64)
+
+
+def frontier_area(
+    kl: Sequence[float], reward: Sequence[float], budget: float, floor: float
+) -> float:
+    """Area under the reward-vs-KL step frontier from KL 0 to ``budget``.
+
+    Area = ∫_0^budget R(x) dx with R(x) = max(floor, max{reward_i : kl_i <= x}), the best
+    reward reachable without spending more than x of KL; ``floor`` is what KL 0 gives (the SFT
+    reward), so R(x) = floor where no run has kl_i <= x. R is a right-continuous step function
+    that only rises at the frontier's KL values. A negative KL estimate counts as 0. Runs with
+    a non-finite KL or reward take no part. With no runs the area is floor * budget.
+    """
+    if not (np.isfinite(budget) and budget > 0):
+        raise ValueError(f"budget must be a finite number > 0, got {budget}")
+    if not np.isfinite(floor):
+        raise ValueError(f"floor must be finite, got {floor}")
+    kl_arr, reward_arr = _as_pairs(kl, reward)
+    idx = pareto_frontier(kl_arr, reward_arr)
+    steps_at = np.clip(kl_arr[idx], 0.0, None)
+    inside = steps_at < budget  # a step at or past the budget adds no width
+    edges = np.concatenate([[0.0], steps_at[inside], [budget]])
+    levels = np.maximum.accumulate(np.concatenate([[floor], reward_arr[idx][inside]]))
+    return float(np.sum(levels * np.diff(edges)))
+
+
+def best_within(kl: Sequence[float], reward: Sequence[float], budget: float) -> float:
+    """max{reward_i : kl_i <= budget} over runs with a finite KL and reward; NaN if none."""
+    kl_arr, reward_arr = _as_pairs(kl, reward)
+    inside = np.isfinite(kl_arr) & np.isfinite(reward_arr) & (kl_arr <= budget)
+    return float(reward_arr[inside].max()) if inside.any() else float("nan")
+
+
+# --- pure functions on run tables ---------------------------------------------------------
+
+
+def training_runs(runs: pd.DataFrame, kl_column: str = "kl") -> pd.DataFrame:
+    """The rows that are not the SFT baseline, with numeric sweep columns, beta rounded to 9
+    decimals (so 0.3 from two sources is one value) and the offset of DPO rows spelled "none"."""
+    if kl_column not in runs.columns:
+        raise ValueError(f"kl_column: no column {kl_column!r} in the run table")
+    trained = runs[runs["loss"] != "sft"].copy()
+    for col in ("beta", "alpha", "n_pairs", "seed", "reward", kl_column):
+        trained[col] = pd.to_numeric(trained[col], errors="coerce").astype(float)
+    trained["beta"] = trained["beta"].round(9)
+    trained["offset"] = trained["offset"].astype(object).where(trained["offset"].notna(), "none")
+    return trained.reset_index(drop=True)
+
+
+def series_label(loss: str, offset: str, alpha: float) -> str:
+    """ "DPO", or "ODPO (f=<offset>, α=<alpha>)" for an ODPO variant."""
+    if loss == "dpo":
+        return "DPO"
+    if loss == "odpo":
+        return f"ODPO (f={offset}, α={alpha:g})"
+    return str(loss)
+
+
+def _series_order(loss: str, offset: str, alpha: float) -> tuple:
+    return ({"dpo": 0, "odpo": 1}.get(loss, 2), str(loss), str(offset), float(alpha))
+
+
+def _with_series(df: pd.DataFrame) -> pd.DataFrame:
+    """Add the series label and a sort key (DPO first, then ODPO by f and α)."""
+    keys = list(zip(df["loss"], df["offset"], df["alpha"], strict=True))
+    return df.assign(
+        series=[series_label(*key) for key in keys], order=[_series_order(*key) for key in keys]
+    )
+
+
+def _matched(variant: pd.DataFrame, reference: pd.DataFrame, kl_column: str) -> pd.DataFrame:
+    """Inner join of two sets of training runs on (beta, n_pairs, seed)."""
+
+    def keyed(df: pd.DataFrame) -> pd.DataFrame:
+        return df[MATCH + ["reward", kl_column]].rename(columns={kl_column: "kl_value"})
+
+    ref = keyed(reference)
+    if ref.duplicated(MATCH).any():
+        raise ValueError("reference runs are not unique per (beta, n_pairs, seed)")
+    return keyed(variant).merge(ref, on=MATCH, suffixes=("_odpo", "_ref"))
+
+
+def head_to_head(runs: pd.DataFrame, kl_column: str = "kl") -> pd.DataFrame:
+    """ODPO against its reference at matched (beta, n_pairs, seed), one row per ODPO variant.
+
+    The reference is the DPO runs when the table has any ("DPO"); otherwise, for an ODPO
+    variant with offset f, the ODPO runs with offset f and alpha == 0, which is DPO exactly
+    ("DPO (α = 0)"); those alpha == 0 runs are then not compared with themselves. A variant with
+    no reference runs at all gets no row.
+
+    Columns: series, reference, offset, alpha; ``matched``: pairs of runs with equal
+    (beta, n_pairs, seed); ``odpo_higher_reward``: pairs with reward_odpo > reward_ref;
+    ``odpo_lower_kl``: pairs with kl_odpo < kl_ref; ``odpo_dominates``: pairs with
+    reward_odpo >= reward_ref and kl_odpo <= kl_ref, at least one strict (Pareto dominance,
+    as in :func:`pareto_frontier`); ``reference_dominates``: the same with the roles swapped.
+    Pairs with a NaN reward or KL count as matched but in none of the other columns.
+    """
+    trained = training_runs(runs, kl_column)
+    dpo = trained[trained["loss"] == "dpo"]
+    odpo = trained[trained["loss"] == "odpo"]
+    rows = []
+    for (offset, alpha), variant in odpo.groupby(["offset", "alpha"], sort=True):
+        if len(dpo):
+            reference, label = dpo, "DPO"
+        else:
+            if alpha == 0:
+                continue
+            reference = odpo[(odpo["offset"] == offset) & (odpo["alpha"] == 0)]
+            label = "DPO (α = 0)"
+            if reference.empty:
+                continue
+        pairs = _matched(variant, reference, kl_column)
+        r_o, r_d = pairs["reward_odpo"], pairs["reward_ref"]
+        k_o, k_d = pairs["kl_value_odpo"], pairs["kl_value_ref"]
+        odpo_dominates = (r_o >= r_d) & (k_o <= k_d) & ((r_o > r_d) | (k_o < k_d))
+        ref_dominates = (r_d >= r_o) & (k_d <= k_o) & ((r_d > r_o) | (k_d < k_o))
+        rows.append(
+            {
+                "series": series_label("odpo", offset, alpha),
+                "reference": label,
+                "offset": offset,
+                "alpha": alpha,
+                "matched": len(pairs),
+                "odpo_higher_reward": int((r_o > r_d).sum()),
+                "odpo_lower_kl": int((k_o < k_d).sum()),
+                "odpo_dominates": int(odpo_dominates.sum()),
+                "reference_dominates": int(ref_dominates.sum()),
+            }
+        )
+    columns = [
+        "series",
+        "reference",
+        "offset",
+        "alpha",
+        "matched",
+        "odpo_higher_reward",
+        "odpo_lower_kl",
+        "odpo_dominates",
+        "reference_dominates",
+    ]
+    return pd.DataFrame(rows, columns=columns)
+
+
+def seed_spread(runs: pd.DataFrame, kl_column: str = "kl") -> pd.DataFrame:
+    """Per (loss, offset, alpha, n_pairs, beta) over the seeds run there: ``seeds`` (number of
+    distinct seeds), mean, min and max of reward and of KL (``kl_column``). NaNs are skipped.
+    The SFT baseline is left out. Rows sorted by the grouping columns."""
+    trained = training_runs(runs, kl_column)
+    spread = trained.groupby(SPREAD_KEYS, sort=True).agg(
+        seeds=("seed", "nunique"),
+        reward_mean=("reward", "mean"),
+        reward_min=("reward", "min"),
+        reward_max=("reward", "max"),
+        kl_mean=(kl_column, "mean"),
+        kl_min=(kl_column, "min"),
+        kl_max=(kl_column, "max"),
+    )
+    return spread.reset_index()
+
+
+# --- Markdown -----------------------------------------------------------------------------
+
+
+def _num(value: float, digits: int = DIGITS) -> str:
+    return "–" if pd.isna(value) else f"{value:.{digits}f}"
+
+
+def _int(value: float) -> str:
+    return "–" if pd.isna(value) else str(int(round(value)))
+
+
+def markdown_table(header: Sequence[str], rows: Sequence[Sequence[str]], right: int = 0) -> str:
+    """A GitHub Markdown table; the last ``right`` columns are right-aligned (numbers)."""
+    n = len(header)
+    if any(len(row) != n for row in rows):
+        raise ValueError("every row needs one cell per header column")
+    align = ["---"] * (n - right) + ["---:"] * right
+
+    def line(cells: Sequence[str]) -> str:
+        return "| " + " | ".join(str(c).replace("|", "\\|") for c in cells) + " |"
+
+    return "\n".join([line(header), line(align)] + [line(row) for row in rows])
+
+
+def _provenance(runs: pd.DataFrame) -> str:
+    scales = sorted({str(s) for s in runs.get("scale", pd.Series(dtype=object)).dropna()})
+    scale_text = ", ".join(f"`{s}`" for s in scales) or "not recorded"
+    if "stand_in" not in runs.columns or runs["stand_in"].isna().all():
+        return f"Scale: {scale_text}; whether these are stand-in results is not recorded."
+    flags = runs["stand_in"].dropna().map(lambda v: str(v).strip().lower() in ("true", "1"))
+    if flags.all():
+        return (
+            f"Results of the **embedded stand-in** (`stand_in = True`), scale {scale_text}: "
+            "not the paper's setting."
+        )
+    if not flags.any():
+        return f"Results not from the stand-in (`stand_in = False`), scale {scale_text}."
+    return f"Mixed table: some rows from the embedded stand-in, some not; scales {scale_text}."
+
+
+def render_summary(
+    runs: pd.DataFrame,
+    title: str,
+    kl_budgets: Sequence[float] = (0.5, 1.0, 2.0),
+    area_budget: float = 2.0,
+    kl_column: str = "kl",
+) -> str:
+    """The text of summary.md for a run table (see :func:`write_summary`)."""
+    if not (np.isfinite(area_budget) and area_budget > 0):
+        raise ValueError(f"area_budget must be a finite number > 0, got {area_budget}")
+    trained = training_runs(runs, kl_column)
+    sft = runs[runs["loss"] == "sft"]
+    floor = float(sft["reward"].iloc[0]) if len(sft) else float("nan")
+
+    out = [f"# {title}", "", _provenance(runs), ""]
+    if len(sft):
+        out.append(
+            f"SFT baseline: reward {_num(floor)} ± {_num(float(sft['reward_se'].iloc[0]))} at KL 0."
+        )
+    else:
+        out.append("No SFT baseline in the table, so no area under the frontier.")
+    out.append("")
+    if trained.empty:
+        out += ["No training runs in the table yet.", ""]
+        return "\n".join(out)
+    out += [
+        f"{len(trained)} training runs. KL is the `{kl_column}` column; higher reward and "
+        "lower KL are better.",
+        "",
+    ]
+
+    # One group per (n_pairs, series), series in the order DPO, then ODPO by (f, α).
+    trained = _with_series(trained)
+    groups = sorted(
+        trained.groupby(["n_pairs", "series"], dropna=False),
+        key=lambda item: (item[0][0], item[1]["order"].iloc[0]),
+    )
+
+    b = f"{area_budget:g}"
+    area_text = (
+        f"the SFT reward {_num(floor)} (what KL 0 gives), so a row that never beats SFT scores "
+        f"{b} × {_num(floor)} = {_num(area_budget * floor)}"
+        if len(sft)
+        else "the SFT reward, which this table lacks (–)"
+    )
+    out += [
+        "## Frontier per series",
+        "",
+        "One row per training-set size and series. *Frontier points*: runs that no other run "
+        "of the row dominates (no other run has KL ≤ and reward ≥, one of them strict; exact "
+        f"duplicates count once). *Area (KL ≤ {b})*: the integral of R(x) over 0 ≤ x ≤ {b}, "
+        "where R(x) is the highest reward of the row's runs with KL ≤ x and never less than "
+        f"{area_text}. *Best (KL ≤ b)*: the highest reward of a run with KL ≤ b (– if none).",
+        "",
+    ]
+    header = ["n_pairs", "series", "runs", "frontier points", f"area (KL ≤ {b})"]
+    header += [f"best (KL ≤ {budget:g})" for budget in kl_budgets]
+    rows, frontiers = [], []
+    for (n_pairs, series), group in groups:
+        kl, reward = group[kl_column].to_numpy(), group["reward"].to_numpy()
+        idx = pareto_frontier(kl, reward)
+        frontiers.append((n_pairs, series, group.iloc[idx]))
+        area = frontier_area(kl, reward, area_budget, floor) if len(sft) else float("nan")
+        rows.append(
+            [_int(n_pairs), series, str(len(group)), str(len(idx)), _num(area)]
+            + [_num(best_within(kl, reward, budget)) for budget in kl_budgets]
+        )
+    out += [markdown_table(header, rows, right=len(header) - 2), ""]
+
+    out += ["## Frontier points", "", "Each row's frontier, by increasing KL.", ""]
+    for n_pairs, series, points in frontiers:
+        point_rows = [
+            [f"{beta:g}", _int(seed), _num(kl), _num(reward)]
+            for beta, seed, kl, reward in zip(
+                points["beta"], points["seed"], points[kl_column], points["reward"], strict=True
+            )
+        ]
+        out += [
+            f"### {series}, n_pairs = {_int(n_pairs)}",
+            "",
+            markdown_table(["β", "seed", "KL", "reward"], point_rows, right=4),
+            "",
+        ]
+
+    duel = head_to_head(runs, kl_column)
+    out += [
+        "## ODPO against its reference at matched β, n_pairs and seed",
+        "",
+        "Counts of pairs of runs. *Higher reward* and *lower KL* are strict; *dominates*: at "
+        "least as high a reward and at most as large a KL, one of the two strict. A pair where "
+        "neither dominates trades reward for KL.",
+        "",
+    ]
+    if duel.empty:
+        out += ["No ODPO run has a reference run in this table.", ""]
+    else:
+        duel_rows = [
+            [
+                row.series,
+                row.reference,
+                str(row.matched),
+                str(row.odpo_higher_reward),
+                str(row.odpo_lower_kl),
+                str(row.odpo_dominates),
+                str(row.reference_dominates),
+            ]
+            for row in duel.itertuples()
+        ]
+        duel_header = [
+            "series",
+            "reference",
+            "matched pairs",
+            "ODPO higher reward",
+            "ODPO lower KL",
+            "ODPO dominates",
+            "reference dominates",
+        ]
+        out += [markdown_table(duel_header, duel_rows, right=5), ""]
+
+    spread = seed_spread(runs, kl_column)
+    spread = _with_series(spread).sort_values(["order", "n_pairs", "beta"], kind="stable")
+    spread_rows = [
+        [
+            row.series,
+            _int(row.n_pairs),
+            f"{row.beta:g}",
+            str(row.seeds),
+            f"{_num(row.reward_mean)} [{_num(row.reward_min)}, {_num(row.reward_max)}]",
+            f"{_num(row.kl_mean)} [{_num(row.kl_min)}, {_num(row.kl_max)}]",
+        ]
+        for row in spread.itertuples()
+    ]
+    out += [
+        "## Spread over seeds",
+        "",
+        "Mean [min, max] over the seeds of each setting.",
+        "",
+        markdown_table(["series", "n_pairs", "β", "seeds", "reward", "KL"], spread_rows, right=4),
+        "",
+    ]
+    return "\n".join(out)
+
+
+def write_summary(
+    table: Path,
+    out: Path,
+    title: str,
+    kl_budgets: Sequence[float] = (0.5, 1.0, 2.0),
+    area_budget: float = 2.0,
+    kl_column: str = "kl",
+) -> Path:
+    """Write the Markdown summary of the run table ``table`` atomically and return its path.
+
+    ``out`` is the file to write, or a directory (an existing one, or a path without a
+    suffix) to write ``summary.md`` into. The text depends only on the table and the
+    arguments, with fixed-point numbers, so the same table gives the same bytes.
+    """
+    path = Path(out)
+    if path.is_dir() or path.suffix == "":
+        path = path / "summary.md"
+    text = render_summary(read(Path(table)), title, kl_budgets, area_budget, kl_column)
+    atomic_write_text(path, text)
+    return path
+
+
+def main(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m pipeline.summary",
+        description="Write <results_dir>/summary.md from <results_dir>/runs.csv.",
+    )
+    parser.add_argument("results_dir", type=Path)
+    parser.add_argument("--title", default=None, help="heading (default: the folder name)")
+    args = parser.parse_args(argv)
+    table = args.results_dir / "runs.csv"
+    if not table.is_file():
+        print(f"results_dir: no runs.csv in {args.results_dir}", file=sys.stderr)
+        return 2
+    title = args.title or args.results_dir.resolve().name
+    path = write_summary(table, args.results_dir / "summary.md", title)
+    print(f"wrote {path}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

@@ -1,0 +1,153 @@
+"""Crash safety, determinism, integrity and numerics at scale=micro.
+
+The kill tests use real SIGKILLs: at named points (``PIPELINE_KILL_AT``, see
+pipeline/chaos.py) to hit every stage, and at times drawn from a seed."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import signal
+from pathlib import Path
+
+import pytest
+
+from pipeline import chaos
+from tests.conftest import ledger, run_cli
+
+# One kill point per stage, in pipeline order; each run is killed at the next point,
+# so every stage is interrupted once while the ones before it are already finished.
+KILL_POINTS = [
+    "data:start",  # data preparation
+    "sft:step:19",  # SFT, after its second checkpoint (micro: every 10 steps of 40)
+    "sample:publish",  # sampling: every file written, not yet renamed into place
+    "score:start",  # scoring
+    "train:step:1",  # DPO/ODPO training mid-epoch (micro: 4 steps, checkpoint every step)
+    "evaluate:publish",  # evaluation of the trained policy
+    "plot:start",  # plotting
+]
+
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str, float]:
+    """An uninterrupted micro run: its folder, its run table without timings and
+    its duration in seconds. Tests must not modify the folder (copy it first)."""
+    workdir = tmp_path_factory.mktemp("reference")
+    table, seconds = chaos.reference_run(workdir)
+    return workdir, table, seconds
+
+
+def finished(cache: Path, stage: str) -> list[Path]:
+    """Stage directories that look finished: named by their key, with a manifest
+    (a ``.tmp-*`` build directory is private to the process building it)."""
+    return [
+        p
+        for p in (cache / stage).glob("*")
+        if not p.name.startswith(".") and (p / "manifest.json").is_file()
+    ]
+
+
+def test_kill_at_every_stage_then_resume_gives_the_same_table(
+    tmp_path: Path, reference: tuple[Path, str, float]
+) -> None:
+    outputs = {}
+    for kill_at in KILL_POINTS:
+        code, out = chaos.run(tmp_path, kill_at=kill_at)
+        assert code == -signal.SIGKILL, f"{kill_at}: exit {code}\n{out[-2000:]}"
+        outputs[kill_at] = out
+        # A killed stage never leaves anything that looks finished.
+        stage = kill_at.split(":")[0]
+        if stage in ("sample", "score", "data"):
+            assert not finished(tmp_path / "cache", stage), kill_at
+    before = len(ledger(tmp_path))
+    code, out = chaos.run(tmp_path)
+    assert code == 0, out[-3000:]
+    assert chaos.table(tmp_path) == reference[1]
+    # The last run only had the plot left to do: every stage was reused.
+    last = ledger(tmp_path)[before:]
+    assert {e["status"] for e in last if e["stage"] != "plot"} == {"reused"}
+    # SFT and training resumed from their checkpoints instead of starting again.
+    assert "[sft] resumed from the checkpoint after step 19" in outputs["sample:publish"]
+    assert "[train] resumed from the checkpoint after step 1" in outputs["evaluate:publish"]
+    # Finished stages were never recomputed: one `computed` line per stage key.
+    computed = [(e["stage"], e["key"]) for e in ledger(tmp_path) if e["status"] == "computed"]
+    assert len(computed) == len(set(computed))
+    # Checkpoints are deleted once their stage is published; no temp dirs are left.
+    cache = tmp_path / "cache"
+    assert not list(cache.glob("*/.ckpt-*")) and not list(cache.glob("*/.tmp-*"))
+    assert (tmp_path / "results" / "reward_vs_kl.png").is_file()
+
+
+def test_kill_at_random_times_then_resume_gives_the_same_table(
+    tmp_path: Path, reference: tuple[Path, str, float]
+) -> None:
+    counts = chaos.rounds(2, seed=3, base=tmp_path, reference=reference[1:])
+    assert counts["matched"] == counts["rounds"] == 2
+    assert counts["survived"] == counts["killed"]
+
+
+def test_same_command_twice_gives_identical_tables(
+    tmp_path: Path, reference: tuple[Path, str, float]
+) -> None:
+    code, out = chaos.run(tmp_path)
+    assert code == 0, out[-3000:]
+    assert chaos.table(tmp_path) == reference[1]
+    # Only the timing column may differ; the figures' summary is byte-identical.
+    assert (tmp_path / "results" / "summary.md").read_bytes() == (
+        reference[0] / "results" / "summary.md"
+    ).read_bytes()
+
+
+def test_seed_is_part_of_every_seeded_output_identity(reference: tuple[Path, str, float]) -> None:
+    cache = reference[0] / "cache"
+    for stage in ("sample", "pairs", "train"):
+        (config,) = [json.loads((p / "config.json").read_text()) for p in finished(cache, stage)]
+        assert config["params"]["seed"] == 0, stage
+
+
+def test_truncated_artifact_is_detected_and_rebuilt(
+    tmp_path: Path, reference: tuple[Path, str, float]
+) -> None:
+    shutil.copytree(reference[0], tmp_path, dirs_exist_ok=True)
+    (sample_dir,) = finished(tmp_path / "cache", "sample")
+    samples = sample_dir / "samples.json"
+    samples.write_bytes(samples.read_bytes()[:100])  # truncated
+    (sft_dir,) = finished(tmp_path / "cache", "sft")
+    weights = next((sft_dir / "model").glob("*.safetensors"))
+    data = bytearray(weights.read_bytes())
+    data[-1] ^= 0xFF  # one flipped byte
+    weights.write_bytes(bytes(data))
+    before = len(ledger(tmp_path))
+    code, out = chaos.run(tmp_path)
+    assert code == 0, out[-3000:]
+    entries = ledger(tmp_path)[before:]
+    status = {(e["stage"], e["status"]) for e in entries}
+    assert ("sample", "corrupt") in status and ("sample", "computed") in status
+    assert ("sft", "corrupt") in status and ("sft", "computed") in status
+    assert "failed its sha256 check" in out
+    # Rebuilt deterministically: the same results as before the damage.
+    df_a = chaos.table(tmp_path)
+    assert df_a == reference[1]
+
+
+def test_stage_that_fails_leaves_nothing_that_looks_finished(tmp_path: Path) -> None:
+    done = run_cli([], tmp_path, check=False, env={chaos.ENV: "pairs:publish"})
+    assert done.returncode == -signal.SIGKILL
+    assert not finished(tmp_path / "cache", "pairs")
+    assert finished(tmp_path / "cache", "score")  # the stage before it did finish
+
+
+def test_diverging_training_stops_naming_step_and_batch_and_keeps_checkpoint(
+    tmp_path: Path,
+) -> None:
+    # A learning rate of 1e30 blows the weights up after the first update.
+    done = run_cli(["scale.train.lr=1e30"], tmp_path, check=False)
+    assert done.returncode == 1
+    line = done.stderr.strip().splitlines()[-1]
+    assert line.startswith("error: non-finite loss") and "Traceback" not in done.stderr
+    assert "at step 1" in line and "batch of pairs 16..31" in line
+    assert "last good checkpoint" in line
+    (ckpt,) = (tmp_path / "cache" / "train").glob(".ckpt-*")
+    assert (ckpt / "state.pt").is_file()
+    assert not finished(tmp_path / "cache", "train")
+    assert not (tmp_path / "results" / "runs.csv").exists()
