@@ -5,6 +5,7 @@ from ``figures.json`` in the results folder, so it redraws without Hydra."""
 from __future__ import annotations
 
 import json
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -122,8 +123,14 @@ class PlotCallback(Callback):
         self.wandb, self.group = wandb, group
 
     def _end(self) -> None:
-        plot_results(*self.args)
-        log_baseline(self.args[0], self.args[1], self.wandb, self.group)
+        # Hydra turns a callback's exception into a warning and exits 0; a sweep whose
+        # figures or summary failed must not look successful.
+        try:
+            plot_results(*self.args)
+            log_baseline(self.args[0], self.args[1], self.wandb, self.group)
+        except Exception as e:
+            print(f"error: drawing the figures in {self.args[0]} failed: {e}", file=sys.stderr)
+            raise SystemExit(1) from e
 
     def on_run_end(self, config: DictConfig, **kwargs: Any) -> None:
         self._end()

@@ -1,31 +1,104 @@
-"""Bad input fails fast: a one-line error naming the key or file, exit code 1, and
-nothing left behind that looks finished. One case per test."""
+"""Bad input fails fast: exit code != 0, a one-line ``error: ...`` on stderr naming the
+key, file or row, no traceback, and nothing left behind that looks finished. One case
+per test (a parametrized test is one case per parameter).
+
+Cases tried (stage = where it is caught; everything else is refused at start-up):
+
+Hyperparameters
+- loss.beta = 0, -0.5; loss.beta not a number; loss.alpha < 0
+- sizes <= 0: n_pairs (0 and -5), scale.train.batch_size, scale.sample.batch_size,
+  scale.eval.batch_size, scale.sft.batch_size, scale.sample.n_prompts,
+  scale.sample.n_samples, scale.eval.n_prompts, scale.train.epochs, scale.sft.steps,
+  scale.sample.max_new_tokens, scale.sample.prompt_tokens, scale.sft.max_length
+- a size that is not an integer (scale.train.epochs=1.5); scale.sample.n_samples=1 (no pairs)
+- learning rates <= 0 (scale.train.lr, scale.sft.lr); scale.train.warmup_steps < 0
+- scale.sample.top_p > 1 and = 0; scale.sample.temperature < 0; seed < 0; seed not a number
+- data.heldout_fraction >= 1 and <= 0; threads = 0
+- scale.model.n_positions shorter than the longest sequence; n_embd not a multiple of n_head
+- device not a torch device; device=cuda without a GPU (skipped where there is one)
+- wandb.mode unknown
+
+Sizes larger than the data
+- n_pairs beyond n_prompts x C(n_samples, 2); n_pairs beyond the pairs left once ties are
+  removed (pairs stage; skipped if that sample set has no ties)
+- scale.sample.n_prompts and scale.eval.n_prompts beyond the held-out texts (prompts stage)
+
+Unknown names
+- loss=ipo, offset=cubic, scorer=nope, task=nope and a misspelt key (loss.betta): Hydra
+  refuses these while composing the config, before the pipeline runs, with its own
+  multi-line message (exit code 1, no traceback, names the option) instead of ``error:``
+- loss.name, offset.name, scorer.name, scale.train.optimizer, data.source unknown
+
+Models and data sets
+- scale.model.pretrained=/nonexistent (a path that does not exist)
+- a hub model while offline (scale=paper; scale.model.pretrained=<hub id>); the hub scorer
+  while offline (scorer=sentiment_paper); the hub data set while offline (data=sentiment_paper)
+
+Data file (data.path)
+- missing file; empty file; a row with empty text (data stage); no text column (data stage);
+  an unsupported extension (data stage); a label that is not 0/1 (data stage)
+
+samples_file
+- missing file; empty file; a line that is not JSON; a line that is not a JSON object;
+  no "prompt"; no "responses"; "responses" not a list; an empty response; a blank response;
+  a response that is not a string; a prompt with one response; different numbers of
+  responses on two lines; scores of the wrong length; a non-numeric score; a NaN score;
+  scores on some lines only; a file that is not UTF-8; a response longer than the model's
+  n_positions (sample stage); n_pairs beyond the file's pairs
+- offsets where they are undefined: scores that all tie (no pairs with different scores,
+  so n_pairs cannot be met); offset=log_ratio on a score <= 0 (negative and zero);
+  log_ratio on zero scores and log_diff on ties through train.pair_offsets (in-process)
+
+Well-formed samples files (tests/fixtures/own_samples*.jsonl) run end to end, with and
+without scores: the control for the samples_file cases above.
+"""
 
 from __future__ import annotations
 
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
+import torch
 
-from tests.conftest import ROOT, run_cli
+from tests.conftest import ROOT, ledger, run_cli
+
+FIXTURES = ROOT / "tests" / "fixtures"
+OWN_SAMPLES = FIXTURES / "own_samples.jsonl"
+OWN_SAMPLES_SCORED = FIXTURES / "own_samples_scored.jsonl"
 
 
-def assert_clean_failure(tmp: Path, args: list[str], *needles: str, env: dict | None = None) -> str:
+def assert_clean_failure(
+    tmp: Path, args: list[str], *needles: str, env: dict | None = None, hydra: bool = False
+) -> str:
+    """Exit code != 0, no traceback, every needle on stderr, nothing that looks finished.
+    Unless ``hydra`` (Hydra's own composition errors), the last stderr line is ``error: ...``."""
     done = run_cli(args, tmp, check=False, env=env)
     assert done.returncode != 0
     last = done.stderr.strip().splitlines()[-1] if done.stderr.strip() else ""
     assert "Traceback" not in done.stderr, done.stderr[-2000:]
+    if not hydra:
+        assert last.startswith("error:"), done.stderr[-2000:]
     for needle in needles:
         assert needle in done.stderr, done.stderr[-2000:]
     assert not (tmp / "results" / "runs.csv").exists()
     # No stage directory without a manifest (an unfinished output never looks finished).
     for stage_dir in (tmp / "cache").glob("*/*"):
         if stage_dir.is_dir() and stage_dir.parent.name != "downloads":
-            assert (stage_dir / "manifest.json").is_file() or stage_dir.name.startswith(".tmp"), (
-                stage_dir
-            )
+            assert (stage_dir / "manifest.json").is_file() or stage_dir.name.startswith(
+                (".tmp", ".ckpt")
+            ), stage_dir
     return last
+
+
+def assert_refused_at_startup(tmp: Path, args: list[str], *needles: str) -> str:
+    line = assert_clean_failure(tmp, args, *needles)
+    assert not (tmp / "cache" / "data").exists()  # refused before any work
+    return line
+
+
+# ---- hyperparameters ------------------------------------------------------------------
 
 
 @pytest.mark.parametrize("beta", ["0", "-0.5"])
@@ -35,20 +108,109 @@ def test_beta_not_positive(tmp_path: Path, beta: str) -> None:
     assert not (tmp_path / "cache" / "data").exists()  # refused before any work
 
 
+def test_beta_not_a_number(tmp_path: Path) -> None:
+    assert_refused_at_startup(tmp_path, ["loss.beta=abc"], "loss.beta", "must be a number")
+
+
 def test_alpha_negative(tmp_path: Path) -> None:
     assert_clean_failure(tmp_path, ["loss.alpha=-1"], "loss.alpha")
 
 
-def test_unknown_offset(tmp_path: Path) -> None:
-    assert_clean_failure(tmp_path, ["offset=cubic"], "offset")
+@pytest.mark.parametrize(
+    "key",
+    [
+        "scale.train.batch_size",
+        "scale.sample.batch_size",
+        "scale.eval.batch_size",
+        "scale.sft.batch_size",
+        "scale.sample.n_prompts",
+        "scale.sample.n_samples",
+        "scale.eval.n_prompts",
+        "scale.train.epochs",
+        "scale.sft.steps",
+        "scale.sample.max_new_tokens",
+        "scale.sample.prompt_tokens",
+        "scale.sft.max_length",
+    ],
+)
+def test_size_zero(tmp_path: Path, key: str) -> None:
+    assert_refused_at_startup(tmp_path, [f"{key}=0"], f"{key}=0", "must be > 0")
 
 
-def test_unknown_offset_name(tmp_path: Path) -> None:
-    assert_clean_failure(tmp_path, ["offset.name=cubic"], "offset.name")
+@pytest.mark.parametrize("n_pairs", ["0", "-5"])
+def test_n_pairs_not_positive(tmp_path: Path, n_pairs: str) -> None:
+    assert_refused_at_startup(tmp_path, [f"n_pairs={n_pairs}"], f"n_pairs={n_pairs}")
 
 
-def test_unknown_loss(tmp_path: Path) -> None:
-    assert_clean_failure(tmp_path, ["loss=ipo"], "loss")
+def test_size_not_an_integer(tmp_path: Path) -> None:
+    assert_refused_at_startup(
+        tmp_path, ["scale.train.epochs=1.5"], "scale.train.epochs", "an integer"
+    )
+
+
+def test_one_sample_per_prompt(tmp_path: Path) -> None:
+    assert_refused_at_startup(tmp_path, ["scale.sample.n_samples=1"], "scale.sample.n_samples")
+
+
+@pytest.mark.parametrize("key", ["scale.train.lr=0", "scale.sft.lr=-1e-3"])
+def test_learning_rate_not_positive(tmp_path: Path, key: str) -> None:
+    assert_refused_at_startup(tmp_path, [key], key.split("=")[0])
+
+
+def test_warmup_negative(tmp_path: Path) -> None:
+    assert_refused_at_startup(tmp_path, ["scale.train.warmup_steps=-1"], "scale.train.warmup_steps")
+
+
+@pytest.mark.parametrize("top_p", ["1.5", "0"])
+def test_top_p_out_of_range(tmp_path: Path, top_p: str) -> None:
+    assert_refused_at_startup(tmp_path, [f"scale.sample.top_p={top_p}"], "scale.sample.top_p")
+
+
+def test_temperature_negative(tmp_path: Path) -> None:
+    assert_refused_at_startup(tmp_path, ["scale.sample.temperature=-1"], "scale.sample.temperature")
+
+
+def test_seed_negative(tmp_path: Path) -> None:
+    assert_refused_at_startup(tmp_path, ["seed=-1"], "seed=-1")
+
+
+def test_seed_not_a_number(tmp_path: Path) -> None:
+    assert_refused_at_startup(tmp_path, ["seed=abc"], "seed", "an integer")
+
+
+@pytest.mark.parametrize("fraction", ["1.5", "0"])
+def test_heldout_fraction_out_of_range(tmp_path: Path, fraction: str) -> None:
+    assert_refused_at_startup(
+        tmp_path, [f"data.heldout_fraction={fraction}"], "data.heldout_fraction"
+    )
+
+
+def test_threads_zero(tmp_path: Path) -> None:
+    assert_refused_at_startup(tmp_path, ["threads=0"], "threads=0")
+
+
+def test_positions_too_short(tmp_path: Path) -> None:
+    assert_refused_at_startup(tmp_path, ["scale.model.n_positions=8"], "scale.model.n_positions")
+
+
+def test_heads_do_not_divide_width(tmp_path: Path) -> None:
+    assert_refused_at_startup(tmp_path, ["scale.model.n_head=3"], "scale.model.n_head")
+
+
+def test_device_unknown(tmp_path: Path) -> None:
+    assert_refused_at_startup(tmp_path, ["device=gpu0"], "device='gpu0'")
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has a CUDA GPU")
+def test_device_cuda_without_gpu(tmp_path: Path) -> None:
+    assert_refused_at_startup(tmp_path, ["device=cuda"], "device='cuda'", "no CUDA GPU")
+
+
+def test_wandb_mode_unknown(tmp_path: Path) -> None:
+    assert_refused_at_startup(tmp_path, ["wandb.mode=loud"], "wandb.mode")
+
+
+# ---- sizes larger than the data -------------------------------------------------------
 
 
 def test_n_pairs_larger_than_possible(tmp_path: Path) -> None:
@@ -65,9 +227,93 @@ def test_n_pairs_larger_than_existing_pairs(tmp_path: Path) -> None:
     assert not (tmp_path / "cache" / "train").exists()
 
 
+@pytest.mark.parametrize("key", ["scale.sample.n_prompts", "scale.eval.n_prompts"])
+def test_more_prompts_than_heldout_texts(tmp_path: Path, key: str) -> None:
+    assert_clean_failure(tmp_path, [f"{key}=1000"], f"{key}=1000", "held-out")
+    assert not (tmp_path / "cache" / "sft").exists()
+
+
+# ---- unknown names --------------------------------------------------------------------
+
+
+def test_unknown_offset(tmp_path: Path) -> None:
+    assert_clean_failure(tmp_path, ["offset=cubic"], "offset", hydra=True)
+
+
+def test_unknown_offset_name(tmp_path: Path) -> None:
+    assert_clean_failure(tmp_path, ["offset.name=cubic"], "offset.name")
+
+
+def test_unknown_loss(tmp_path: Path) -> None:
+    assert_clean_failure(tmp_path, ["loss=ipo"], "loss", hydra=True)
+
+
+def test_unknown_loss_name(tmp_path: Path) -> None:
+    assert_refused_at_startup(tmp_path, ["loss.name=ipo"], "loss.name='ipo'")
+
+
+def test_unknown_scorer(tmp_path: Path) -> None:
+    assert_clean_failure(tmp_path, ["scorer=nope"], "scorer/nope", hydra=True)
+
+
+def test_unknown_scorer_name(tmp_path: Path) -> None:
+    assert_refused_at_startup(tmp_path, ["scorer.name=nope"], "scorer.name='nope'")
+
+
+def test_unknown_task(tmp_path: Path) -> None:
+    assert_clean_failure(tmp_path, ["task=nope"], "task/nope", hydra=True)
+
+
+def test_misspelt_key(tmp_path: Path) -> None:
+    assert_clean_failure(tmp_path, ["loss.betta=1"], "betta", hydra=True)
+
+
+def test_unknown_optimizer(tmp_path: Path) -> None:
+    assert_refused_at_startup(tmp_path, ["scale.train.optimizer=sgd"], "scale.train.optimizer")
+
+
+def test_unknown_data_source(tmp_path: Path) -> None:
+    assert_refused_at_startup(tmp_path, ["data.source=ftp"], "data.source='ftp'")
+
+
+# ---- models and data sets -------------------------------------------------------------
+
+
+def test_model_path_missing(tmp_path: Path) -> None:
+    assert_refused_at_startup(
+        tmp_path, ["scale.model.pretrained=/nonexistent"], "scale.model.pretrained", "/nonexistent"
+    )
+
+
+def test_hub_model_while_offline(tmp_path: Path) -> None:
+    assert_clean_failure(
+        tmp_path, ["scale=paper", "device=cpu", "offline=true"], "scale.model.pretrained", "offline"
+    )
+
+
+def test_hub_model_id_while_offline(tmp_path: Path) -> None:
+    assert_refused_at_startup(
+        tmp_path,
+        ["scale.model.pretrained=no-such-org/no-such-model"],
+        "scale.model.pretrained",
+        "offline",
+    )
+
+
+def test_hub_scorer_while_offline(tmp_path: Path) -> None:
+    assert_refused_at_startup(tmp_path, ["scorer=sentiment_paper"], "scorer.model", "offline")
+
+
+def test_hub_data_set_while_offline(tmp_path: Path) -> None:
+    assert_refused_at_startup(tmp_path, ["data=sentiment_paper"], "data.name", "offline")
+
+
+# ---- the data file --------------------------------------------------------------------
+
+
 def test_malformed_data_row(tmp_path: Path) -> None:
     bad = tmp_path / "reviews.csv"
-    lines = (ROOT / "tests" / "fixtures" / "sentiment_reviews.csv").read_text().splitlines()
+    lines = (FIXTURES / "sentiment_reviews.csv").read_text().splitlines()
     lines[5] = ",1"  # a row with empty text
     bad.write_text("\n".join(lines) + "\n")
     assert_clean_failure(tmp_path, [f"data.path={bad}"], str(bad), "row")
@@ -77,15 +323,184 @@ def test_missing_data_file(tmp_path: Path) -> None:
     assert_clean_failure(tmp_path, [f"data.path={tmp_path / 'nope.csv'}"], "nope.csv")
 
 
+@pytest.mark.parametrize("name", ["empty.csv", "empty.jsonl"])
+def test_empty_data_file(tmp_path: Path, name: str) -> None:
+    (tmp_path / name).write_text("\n")
+    assert_refused_at_startup(tmp_path, [f"data.path={tmp_path / name}"], name, "empty")
+
+
 def test_data_file_missing_text_field(tmp_path: Path) -> None:
     bad = tmp_path / "reviews.jsonl"
     bad.write_text("".join(json.dumps({"body": "fine film", "label": 1}) + "\n" for _ in range(50)))
     assert_clean_failure(tmp_path, [f"data.path={bad}"], "text")
 
 
-def test_hub_model_while_offline(tmp_path: Path) -> None:
+def test_data_file_unsupported_extension(tmp_path: Path) -> None:
+    bad = tmp_path / "reviews.txt"
+    bad.write_text((FIXTURES / "sentiment_reviews.csv").read_text())
+    assert_clean_failure(tmp_path, [f"data.path={bad}"], "reviews.txt", "extension")
+
+
+def test_data_label_not_binary(tmp_path: Path) -> None:
+    bad = tmp_path / "reviews.csv"
+    lines = (FIXTURES / "sentiment_reviews.csv").read_text().splitlines()
+    lines[3] = "A fine film.,5"
+    bad.write_text("\n".join(lines) + "\n")
+    assert_clean_failure(tmp_path, [f"data.path={bad}"], str(bad), "label")
+
+
+# ---- samples_file ---------------------------------------------------------------------
+
+
+def fixture_rows() -> list[dict]:
+    return [json.loads(line) for line in OWN_SAMPLES.read_text().splitlines()]
+
+
+def samples_file(tmp: Path, rows: list, bad_line: str | None = None) -> Path:
+    """A samples file of ``rows`` (dicts, or raw strings written as they are), with
+    ``bad_line`` replacing line 3 when given."""
+    lines = [r if isinstance(r, str) else json.dumps(r) for r in rows]
+    if bad_line is not None:
+        lines[2] = bad_line
+    path = tmp / "own.jsonl"
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def assert_bad_line(tmp: Path, bad: dict | str, *needles: str, args: tuple = ()) -> None:
+    """Line 3 of an otherwise good samples file is ``bad``: refused, naming file and line."""
+    line = bad if isinstance(bad, str) else json.dumps(bad)
+    path = samples_file(tmp, fixture_rows(), line)
+    assert_refused_at_startup(tmp, [f"samples_file={path}", *args], str(path), "line 3", *needles)
+
+
+def test_samples_file_missing(tmp_path: Path) -> None:
+    missing = tmp_path / "nope.jsonl"
+    assert_refused_at_startup(tmp_path, [f"samples_file={missing}"], str(missing), "does not exist")
+
+
+def test_samples_file_empty(tmp_path: Path) -> None:
+    path = tmp_path / "own.jsonl"
+    path.write_text("\n\n")
+    assert_refused_at_startup(tmp_path, [f"samples_file={path}"], str(path), "empty")
+
+
+def test_samples_file_not_json(tmp_path: Path) -> None:
+    assert_bad_line(tmp_path, '{"prompt": "The film", "responses": [" is', "not valid JSON")
+
+
+def test_samples_file_not_an_object(tmp_path: Path) -> None:
+    assert_bad_line(tmp_path, '["The film", " is fine.", " is dull."]', "JSON object")
+
+
+def test_samples_file_no_prompt(tmp_path: Path) -> None:
+    assert_bad_line(tmp_path, {"responses": [" is fine.", " is dull."]}, "prompt")
+
+
+def test_samples_file_no_responses(tmp_path: Path) -> None:
+    assert_bad_line(tmp_path, {"prompt": "The film"}, "responses")
+
+
+def test_samples_file_responses_not_a_list(tmp_path: Path) -> None:
+    assert_bad_line(tmp_path, {"prompt": "The film", "responses": " is fine."}, "a list")
+
+
+@pytest.mark.parametrize("empty", ["", "   "])
+def test_samples_file_empty_response(tmp_path: Path, empty: str) -> None:
+    bad = {"prompt": "The film", "responses": [" is fine.", empty, " is dull.", " is fun."]}
+    assert_bad_line(tmp_path, bad, "response 1 is empty")
+
+
+def test_samples_file_response_not_a_string(tmp_path: Path) -> None:
+    bad = {"prompt": "The film", "responses": [" is fine.", 3, " is dull.", " is fun."]}
+    assert_bad_line(tmp_path, bad, "response 1 is not a string")
+
+
+def test_samples_file_one_response(tmp_path: Path) -> None:
+    assert_bad_line(tmp_path, {"prompt": "The film", "responses": [" is fine."]}, "at least 2")
+
+
+def test_samples_file_different_response_counts(tmp_path: Path) -> None:
+    bad = {"prompt": "The film", "responses": [" is fine.", " is dull.", " is fun."]}
+    assert_bad_line(tmp_path, bad, "same number")
+
+
+def scored(row: dict, scores: list) -> str:
+    return json.dumps({**row, "scores": scores})
+
+
+def test_samples_file_scores_wrong_length(tmp_path: Path) -> None:
+    path = samples_file(tmp_path, fixture_rows()[:2] + [scored(fixture_rows()[2], [1.0, 2.0])])
+    assert_refused_at_startup(tmp_path, [f"samples_file={path}"], "line 3", "2 scores for 4")
+
+
+def scored_rows() -> list[dict]:
+    return [json.loads(line) for line in OWN_SAMPLES_SCORED.read_text().splitlines()]
+
+
+def test_samples_file_scores_not_numbers(tmp_path: Path) -> None:
+    rows = scored_rows()
+    path = samples_file(tmp_path, rows, scored(rows[2], [1.0, "high", 2.0, 3.0]))
+    assert_refused_at_startup(tmp_path, [f"samples_file={path}"], "line 3", "score 1 ('high')")
+
+
+def test_samples_file_scores_nan(tmp_path: Path) -> None:
+    rows = scored_rows()
+    path = samples_file(tmp_path, rows, scored(rows[2], [1.0, 2.0, float("nan"), 4.0]))
+    assert "NaN" in path.read_text().splitlines()[2]  # JSON's NaN literal, as Python writes it
+    assert_refused_at_startup(tmp_path, [f"samples_file={path}"], "line 3", "score 2 is nan")
+
+
+def test_samples_file_scores_on_some_lines(tmp_path: Path) -> None:
+    path = samples_file(tmp_path, fixture_rows(), scored(fixture_rows()[2], [1, 2, 3, 4]))
+    assert_refused_at_startup(tmp_path, [f"samples_file={path}"], "line 3", "every line or on none")
+
+
+def test_samples_file_not_utf8(tmp_path: Path) -> None:
+    path = samples_file(tmp_path, fixture_rows())
+    lines = path.read_bytes().split(b"\n")
+    lines[2] = lines[2].replace(b"The story", b"The st\xf6ry")
+    path.write_bytes(b"\n".join(lines))
+    assert_refused_at_startup(tmp_path, [f"samples_file={path}"], "line 3", "UTF-8")
+
+
+def test_samples_file_response_too_long(tmp_path: Path) -> None:
+    long = " is " + " and ".join(["wonderful", "funny", "charming", "moving"] * 4) + "."
+    rows = fixture_rows()
+    rows[2]["responses"][1] = long
+    path = samples_file(tmp_path, rows)
     assert_clean_failure(
-        tmp_path, ["scale=paper", "device=cpu", "offline=true"], "scale.model.pretrained", "offline"
+        tmp_path, [f"samples_file={path}"], str(path), "line 3", "response 1", "32 positions"
+    )
+    assert not (tmp_path / "cache" / "score").exists()
+
+
+def test_samples_file_n_pairs_beyond_file(tmp_path: Path) -> None:
+    # 30 prompts x C(4, 2) = 180 pairs
+    assert_refused_at_startup(
+        tmp_path, [f"samples_file={OWN_SAMPLES}", "n_pairs=181"], "n_pairs=181", "180"
+    )
+
+
+def test_samples_file_scores_all_tie(tmp_path: Path) -> None:
+    rows = [scored(r, [2.0] * 4) for r in fixture_rows()]
+    path = samples_file(tmp_path, rows)
+    assert_refused_at_startup(
+        tmp_path, [f"samples_file={path}"], "n_pairs=60", "0 pairs with different scores"
+    )
+
+
+@pytest.mark.parametrize("score", [-1.0, 0.0])
+def test_samples_file_log_ratio_on_non_positive_score(tmp_path: Path, score: float) -> None:
+    rows = [scored(r, [4.0, 2.0, 3.0, 1.0]) for r in fixture_rows()]
+    rows[2] = scored(fixture_rows()[2], [4.0, score, 3.0, 1.0])
+    path = samples_file(tmp_path, rows)
+    assert_refused_at_startup(
+        tmp_path,
+        [f"samples_file={path}", "offset=log_ratio"],
+        "offset=log_ratio",
+        "line 3",
+        f"score 1 = {score}",
     )
 
 
@@ -112,3 +527,50 @@ def test_log_diff_undefined_on_ties() -> None:
     cfg = OmegaConf.create({"loss": {"name": "odpo", "alpha": 1.0}, "offset": {"name": "log_diff"}})
     with pytest.raises(ConfigError, match="log_diff"):
         pair_offsets(cfg, {"score_chosen": [1.5, 1.2], "score_rejected": [0.2, 1.2]})
+
+
+# ---- well-formed samples files run end to end -----------------------------------------
+
+
+def stage_dir(tmp: Path, stage: str) -> Path:
+    (key,) = {e["key"] for e in ledger(tmp) if e["stage"] == stage}
+    return tmp / "cache" / stage / key
+
+
+def test_samples_file_runs_end_to_end(tmp_path: Path) -> None:
+    from pipeline import models
+
+    run_cli([f"samples_file={OWN_SAMPLES}"], tmp_path)
+    rows = fixture_rows()
+    samples = json.loads((stage_dir(tmp_path, "sample") / "samples.json").read_text())
+    tok = models.load_tokenizer(stage_dir(tmp_path, "sft") / "model")
+    bos, eos = models.bos_id(tok), tok.eos_token_id
+    assert len(samples["prompts"]) == len(rows) == 30
+    assert all(len(rs) == 4 for rs in samples["responses"])
+    # BOS + the prompt's tokens; each response's tokens + EOS, as a sampled one that finished.
+    for row, prompt, responses in zip(rows, samples["prompts"], samples["responses"], strict=True):
+        assert prompt == [bos, *tok(row["prompt"], add_special_tokens=False)["input_ids"]]
+        for text, response in zip(row["responses"], responses, strict=True):
+            assert response == [*tok(text, add_special_tokens=False)["input_ids"], eos]
+    assert samples["texts"][0] == [rows[0]["prompt"] + r for r in rows[0]["responses"]]
+    assert (tmp_path / "results" / "runs.csv").is_file()
+    # The sample set is keyed by the file, not the seed: another seed reuses it.
+    first = len(ledger(tmp_path))
+    run_cli([f"samples_file={OWN_SAMPLES}", "seed=1"], tmp_path)
+    again = [e["status"] for e in ledger(tmp_path)[first:] if e["stage"] in ("sample", "score")]
+    assert again == ["reused", "reused"]
+
+
+def test_samples_file_with_scores_runs_end_to_end(tmp_path: Path) -> None:
+    run_cli([f"samples_file={OWN_SAMPLES_SCORED}", "offset=log_ratio"], tmp_path)
+    given = [json.loads(line)["scores"] for line in OWN_SAMPLES_SCORED.read_text().splitlines()]
+    score_dir = stage_dir(tmp_path, "score")
+    with np.load(score_dir / "scores.npz") as z:
+        np.testing.assert_array_equal(z["score"], np.array(given))
+    identity = json.loads((score_dir / "config.json").read_text())
+    assert identity["params"]["given_scores"] is True
+    assert len(identity["params"]["samples_file_sha256"]) == 64
+    assert [stage for stage, _ in identity["inputs"]] == ["sample"]  # no classifier needed
+    with np.load(stage_dir(tmp_path, "pairs") / "pairs.npz") as z:
+        assert (z["score_chosen"] > z["score_rejected"]).all()
+    assert (tmp_path / "results" / "runs.csv").is_file()

@@ -10,10 +10,11 @@ import shutil
 import signal
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from pipeline import chaos
-from tests.conftest import ledger, run_cli
+from tests.conftest import ROOT, ledger, run_cli
 
 # One kill point per stage, in pipeline order; each run is killed at the next point,
 # so every stage is interrupted once while the ones before it are already finished.
@@ -151,3 +152,52 @@ def test_diverging_training_stops_naming_step_and_batch_and_keeps_checkpoint(
     assert (ckpt / "state.pt").is_file()
     assert not finished(tmp_path / "cache", "train")
     assert not (tmp_path / "results" / "runs.csv").exists()
+
+
+def test_interrupted_sweep_resumes_where_it_stopped(tmp_path: Path) -> None:
+    sweep = ["-m", "loss.beta=0.1,0.5,1"]
+    # Killed as the second of three training runs starts: the first one is finished.
+    done = run_cli(sweep, tmp_path, check=False, env={chaos.ENV: "train:start#2"})
+    assert done.returncode == -signal.SIGKILL
+    assert len(finished(tmp_path / "cache", "train")) == 1
+    before = len(ledger(tmp_path))
+    run_cli(sweep, tmp_path)
+    trains = [e["status"] for e in ledger(tmp_path)[before:] if e["stage"] == "train"]
+    assert trains == ["reused", "computed", "computed"]
+    runs = (tmp_path / "results" / "runs.csv").read_text().splitlines()
+    assert len(runs) == 1 + 1 + 3  # header, SFT baseline, three runs
+    # Running the finished sweep again skips every run.
+    before = len(ledger(tmp_path))
+    run_cli(sweep, tmp_path)
+    assert {e["status"] for e in ledger(tmp_path)[before:]} == {"reused"}
+
+
+def test_scorer_returning_nan_is_an_error_naming_stage_and_row(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from hydra import compose, initialize_config_dir
+
+    from pipeline import scorers
+    from pipeline.errors import DataError
+    from pipeline.main import run_experiment
+
+    class BrokenScorer:
+        def p_positive(self, texts: list[str]) -> np.ndarray:
+            p = np.full(len(texts), 0.5)
+            p[7] = np.nan
+            return p
+
+    monkeypatch.setattr(scorers, "load", lambda *args, **kwargs: BrokenScorer())
+    with initialize_config_dir(str(ROOT / "conf"), version_base="1.3"):
+        cfg = compose(
+            "config",
+            overrides=[
+                "scale=micro",
+                "wandb.mode=disabled",
+                f"cache_dir={tmp_path / 'cache'}",
+                f"results_dir={tmp_path / 'results'}",
+            ],
+        )
+    with pytest.raises(DataError, match=r"\[score\] scorer returned nan for row 7"):
+        run_experiment(cfg)
+    assert not finished(tmp_path / "cache", "score")

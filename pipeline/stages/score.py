@@ -1,5 +1,8 @@
 """Stage 5, score: classifier p(positive) of every sample and the training score
-r = 1 + p(positive) if positive else 1 - p(negative)."""
+r = 1 + p(positive) if positive else 1 - p(negative).
+
+A samples file with its own scores skips the classifier: those scores are the
+training scores, and the stage is keyed by the file instead of the classifier."""
 
 from __future__ import annotations
 
@@ -31,6 +34,11 @@ def checked_probabilities(p: np.ndarray, stage: str) -> np.ndarray:
 
 
 def run(cfg: DictConfig, cache: Cache, samples: Artifact, classifier: Artifact) -> Artifact:
+    # Set only for a sample set read from samples_file (the default key stays as it was).
+    digest = samples.info.get("samples_file_sha256")
+    if samples.info.get("given_scores"):
+        return run_given(cache, samples, digest)
+
     def build(out: Path) -> dict:
         texts = sample.load(samples)["texts"]
         n_prompts, n_samples = len(texts), len(texts[0])
@@ -41,7 +49,21 @@ def run(cfg: DictConfig, cache: Cache, samples: Artifact, classifier: Artifact) 
         print(f"[score] {p.size} samples, mean p(positive) {p.mean():.3f}")
         return {"mean_p_positive": float(p.mean())}
 
-    return cache.stage("score", {}, [samples, classifier], build, version=VERSION)
+    params = {} if digest is None else {"samples_file_sha256": digest}
+    return cache.stage("score", params, [samples, classifier], build, version=VERSION)
+
+
+def run_given(cache: Cache, samples: Artifact, digest: str) -> Artifact:
+    """The samples file's own scores as the training scores (no classifier)."""
+
+    def build(out: Path) -> dict:
+        given = np.asarray(sample.load_given_scores(samples), dtype=np.float64)
+        save_arrays(out / "scores.npz", score=given)
+        print(f"[score] {given.size} scores given in samples_file, mean {given.mean():.3f}")
+        return {"mean_score": float(given.mean())}
+
+    params = {"given_scores": True, "samples_file_sha256": digest}
+    return cache.stage("score", params, [samples], build, version=VERSION)
 
 
 def load(artifact: Artifact) -> dict[str, np.ndarray]:
