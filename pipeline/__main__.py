@@ -1,3 +1,6 @@
-from pipeline.main import main
+import sys
 
+from pipeline.main import check_choices, main
+
+check_choices(sys.argv[1:])
 main()

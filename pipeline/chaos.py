@@ -16,6 +16,7 @@ checks that the final run table equals that of an uninterrupted run.
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import random
 import shutil
@@ -112,6 +113,16 @@ def reference_run(workdir: Path, extra: list[str] | None = None) -> tuple[str, f
     return table(workdir), time.perf_counter() - start
 
 
+def progress(workdir: Path) -> str:
+    """Where a killed run was: the stages it had finished and any checkpoint it left."""
+    path = workdir / "cache" / "ledger.jsonl"
+    lines = path.read_text().splitlines() if path.is_file() else []
+    done = [json.loads(line)["stage"] for line in lines]
+    checkpoints = sorted(p.parent.parent.name for p in (workdir / "cache").glob("*/.ckpt-*/state.pt"))
+    text = f"after {len(done)} stages, last {done[-1]}" if done else "before any stage finished"
+    return text + (f"; checkpoint in {', '.join(checkpoints)}" if checkpoints else "")
+
+
 def rounds(
     n: int,
     seed: int,
@@ -130,14 +141,14 @@ def rounds(
         code, _ = run(workdir, kill_after=when, extra=extra)
         was_killed = code == -signal.SIGKILL
         killed += was_killed
+        where = progress(workdir) if was_killed else "had already finished"
         code, out = run(workdir, extra=extra)
         ok = code == 0
         survived += ok and was_killed
         same = ok and table(workdir) == reference
         matched += same
         print(
-            f"[chaos] round {i + 1}/{n}: kill -9 at {when:.1f}s "
-            f"({'killed' if was_killed else 'had already finished'}), rerun "
+            f"[chaos] round {i + 1}/{n}: kill -9 at {when:.1f}s ({where}), rerun "
             f"{'finished' if ok else f'FAILED ({code})'}, table "
             f"{'matches' if same else 'DIFFERS'}",
             flush=True,

@@ -54,10 +54,25 @@ class Checkpointer:
         chaos.point(f"{self.stage}:step:{step}")
 
 
-def rng_state(gen: torch.Generator) -> dict[str, Any]:
-    return {"generator": gen.get_state(), "torch": torch.get_rng_state()}
+def loop_state(
+    model: torch.nn.Module, opt: Any, sched: Any, gen: torch.Generator, **position: Any
+) -> dict[str, Any]:
+    """What a training loop's future depends on; ``position`` says where it is."""
+    return {
+        "model": model.state_dict(),
+        "optimizer": opt.state_dict(),
+        "scheduler": sched.state_dict(),
+        "rng": {"generator": gen.get_state(), "torch": torch.get_rng_state()},
+        **position,
+    }
 
 
-def restore_rng(gen: torch.Generator, state: dict[str, Any]) -> None:
-    gen.set_state(state["generator"])
-    torch.set_rng_state(state["torch"])
+def restore_loop(
+    saved: dict[str, Any], model: torch.nn.Module, opt: Any, sched: Any, gen: torch.Generator
+) -> None:
+    """Put model, optimizer, scheduler and random state back as ``loop_state`` saved them."""
+    model.load_state_dict(saved["model"])
+    opt.load_state_dict(saved["optimizer"])
+    sched.load_state_dict(saved["scheduler"])
+    gen.set_state(saved["rng"]["generator"])
+    torch.set_rng_state(saved["rng"]["torch"])

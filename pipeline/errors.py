@@ -11,3 +11,10 @@ class ConfigError(PipelineError):
 
 class DataError(PipelineError):
     """A malformed or insufficient data file or row (names the file and row)."""
+
+
+def first_line(e: BaseException, limit: int = 200) -> str:
+    """The first line of an exception's message (its type if the message is empty), for
+    one-line errors that wrap a library's multi-line one."""
+    text = str(e).strip()
+    return (text.splitlines()[0] if text else type(e).__name__)[:limit]

@@ -127,10 +127,34 @@ def run_experiment(cfg: DictConfig) -> dict:
     return row
 
 
-@hydra.main(version_base="1.3", config_path=str(PROJECT_ROOT / "conf"), config_name="config")
-def main(cfg: DictConfig) -> dict | None:
+def cli(cfg: DictConfig) -> dict:
+    """``run_experiment`` as the command line sees it: a user's mistake is one
+    ``error: ...`` line on stderr and exit code 1, never a traceback."""
     try:
         return run_experiment(cfg)
     except PipelineError as e:
         print(f"error: {e}", file=sys.stderr)
         sys.exit(1)
+
+
+def check_choices(argv: list[str], conf_dir: Path = PROJECT_ROOT / "conf") -> None:
+    """Refuse an unknown config group option (``loss=ipo``, also inside a ``-m`` sweep
+    list) with one line, before Hydra composes the config and prints its own message."""
+    for arg in argv:
+        key, sep, values = arg.partition("=")
+        group = conf_dir / key
+        if arg.startswith(("-", "+", "~")) or not sep or key.startswith("hydra"):
+            continue
+        if not group.is_dir() or "$" in values:
+            continue
+        options = sorted(p.stem for p in group.glob("*.yaml"))
+        for value in values.split(","):
+            if value.strip() not in options and value.strip() != "null":
+                print(f"error: {key}={value.strip()} is unknown; choose one of {options}",
+                      file=sys.stderr)  # fmt: skip
+                sys.exit(1)
+
+
+@hydra.main(version_base="1.3", config_path=str(PROJECT_ROOT / "conf"), config_name="config")
+def main(cfg: DictConfig) -> dict | None:
+    return cli(cfg)

@@ -18,7 +18,7 @@ from transformers import (
 )
 from transformers.utils import logging as hf_logging
 
-from pipeline.errors import ConfigError
+from pipeline.errors import ConfigError, first_line
 
 SPECIAL = "<|endoftext|>"
 
@@ -80,9 +80,7 @@ def load_model(path: str | Path, device: str = "cpu", dtype: str = "float32") ->
     try:
         model = AutoModelForCausalLM.from_pretrained(str(path), dtype=getattr(torch, dtype))
     except OSError as e:
-        raise ConfigError(
-            f"could not load model {str(path)!r}: {str(e).splitlines()[0][:200]}"
-        ) from None
+        raise ConfigError(f"could not load model {str(path)!r}: {first_line(e)}") from None
     return model.to(device)
 
 
@@ -90,9 +88,7 @@ def load_tokenizer(path: str | Path) -> PreTrainedTokenizerFast:
     try:
         tok = AutoTokenizer.from_pretrained(str(path))
     except OSError as e:
-        raise ConfigError(
-            f"could not load tokenizer {str(path)!r}: {str(e).splitlines()[0][:200]}"
-        ) from None
+        raise ConfigError(f"could not load tokenizer {str(path)!r}: {first_line(e)}") from None
     if tok.pad_token is None:
         tok.pad_token = tok.eos_token
     return tok

@@ -15,7 +15,7 @@ from typing import Protocol
 import numpy as np
 from omegaconf import DictConfig
 
-from pipeline.errors import ConfigError
+from pipeline.errors import ConfigError, first_line
 from pipeline.hub import require_model
 
 
@@ -68,7 +68,7 @@ class HFPipelineScorer:
             )
         except OSError as e:
             raise ConfigError(
-                f"scorer.model={scorer_cfg.model!r} could not be loaded: {str(e).splitlines()[0][:200]}"
+                f"scorer.model={scorer_cfg.model!r} could not be loaded: {first_line(e)}"
             ) from None
         labels = set(self.pipe.model.config.id2label.values())
         if scorer_cfg.positive_label not in labels:

@@ -17,7 +17,7 @@ import sys
 import zipfile
 from pathlib import Path
 
-from pipeline.errors import DataError
+from pipeline.errors import DataError, first_line
 from pipeline.hub import require_dataset
 
 # The embedded stand-in: Rotten Tomatoes critic snippets and plot synopses
@@ -92,7 +92,7 @@ def local_files(
         ds = load_dataset(kind, data_files=str(path), split="train")
     except Exception as e:  # noqa: BLE001 - any parse failure is the user's file
         raise DataError(
-            f"data file {path} could not be parsed as {kind}: {str(e).splitlines()[0][:200]}"
+            f"data file {path} could not be parsed as {kind}: {first_line(e)}"
         ) from None
     return _from_records(ds, str(path), text_field, label_field)
 

@@ -24,9 +24,10 @@ Sizes larger than the data
 - scale.sample.n_prompts and scale.eval.n_prompts beyond the held-out texts (prompts stage)
 
 Unknown names
-- loss=ipo, offset=cubic, scorer=nope, task=nope and a misspelt key (loss.betta): Hydra
-  refuses these while composing the config, before the pipeline runs, with its own
-  multi-line message (exit code 1, no traceback, names the option) instead of ``error:``
+- loss=ipo, offset=cubic, scorer=nope, task=nope: refused by ``python -m pipeline``
+  before Hydra composes the config (one ``error:`` line listing the options)
+- a misspelt key (loss.betta): Hydra refuses it while composing the config, with its own
+  multi-line message (exit code 1, no traceback, names the key) instead of ``error:``
 - loss.name, offset.name, scorer.name, scale.train.optimizer, data.source unknown
 
 Models and data sets
@@ -62,7 +63,7 @@ import numpy as np
 import pytest
 import torch
 
-from tests.conftest import ROOT, ledger, run_cli
+from tests.conftest import ROOT, ledger, run_cli, run_in_process
 
 FIXTURES = ROOT / "tests" / "fixtures"
 OWN_SAMPLES = FIXTURES / "own_samples.jsonl"
@@ -70,11 +71,21 @@ OWN_SAMPLES_SCORED = FIXTURES / "own_samples_scored.jsonl"
 
 
 def assert_clean_failure(
-    tmp: Path, args: list[str], *needles: str, env: dict | None = None, hydra: bool = False
+    tmp: Path,
+    args: list[str],
+    *needles: str,
+    env: dict | None = None,
+    hydra: bool = False,
+    cli: bool = False,
 ) -> str:
     """Exit code != 0, no traceback, every needle on stderr, nothing that looks finished.
-    Unless ``hydra`` (Hydra's own composition errors), the last stderr line is ``error: ...``."""
-    done = run_cli(args, tmp, check=False, env=env)
+    Unless ``hydra`` (Hydra's own composition errors), the last stderr line is ``error: ...``.
+    ``cli`` cases (and sweeps) start the real command line, a new process each (~5 s);
+    the others go through the same entry point in-process (``run_in_process``)."""
+    if cli or hydra or any(a.startswith("-") for a in args):
+        done = run_cli(args, tmp, check=False, env=env)
+    else:
+        done = run_in_process(args, tmp, env=env)
     assert done.returncode != 0
     last = done.stderr.strip().splitlines()[-1] if done.stderr.strip() else ""
     assert "Traceback" not in done.stderr, done.stderr[-2000:]
@@ -103,7 +114,7 @@ def assert_refused_at_startup(tmp: Path, args: list[str], *needles: str) -> str:
 
 @pytest.mark.parametrize("beta", ["0", "-0.5"])
 def test_beta_not_positive(tmp_path: Path, beta: str) -> None:
-    line = assert_clean_failure(tmp_path, [f"loss.beta={beta}"], "loss.beta")
+    line = assert_clean_failure(tmp_path, [f"loss.beta={beta}"], "loss.beta", cli=True)
     assert line.startswith("error:")
     assert not (tmp_path / "cache" / "data").exists()  # refused before any work
 
@@ -237,7 +248,7 @@ def test_more_prompts_than_heldout_texts(tmp_path: Path, key: str) -> None:
 
 
 def test_unknown_offset(tmp_path: Path) -> None:
-    assert_clean_failure(tmp_path, ["offset=cubic"], "offset", hydra=True)
+    assert_clean_failure(tmp_path, ["offset=cubic"], "offset=cubic is unknown", cli=True)
 
 
 def test_unknown_offset_name(tmp_path: Path) -> None:
@@ -245,7 +256,7 @@ def test_unknown_offset_name(tmp_path: Path) -> None:
 
 
 def test_unknown_loss(tmp_path: Path) -> None:
-    assert_clean_failure(tmp_path, ["loss=ipo"], "loss", hydra=True)
+    assert_clean_failure(tmp_path, ["loss=ipo"], "loss=ipo is unknown", cli=True)
 
 
 def test_unknown_loss_name(tmp_path: Path) -> None:
@@ -253,7 +264,7 @@ def test_unknown_loss_name(tmp_path: Path) -> None:
 
 
 def test_unknown_scorer(tmp_path: Path) -> None:
-    assert_clean_failure(tmp_path, ["scorer=nope"], "scorer/nope", hydra=True)
+    assert_clean_failure(tmp_path, ["scorer=nope"], "scorer=nope is unknown", cli=True)
 
 
 def test_unknown_scorer_name(tmp_path: Path) -> None:
@@ -261,7 +272,7 @@ def test_unknown_scorer_name(tmp_path: Path) -> None:
 
 
 def test_unknown_task(tmp_path: Path) -> None:
-    assert_clean_failure(tmp_path, ["task=nope"], "task/nope", hydra=True)
+    assert_clean_failure(tmp_path, ["task=nope"], "task=nope is unknown", cli=True)
 
 
 def test_misspelt_key(tmp_path: Path) -> None:
@@ -320,7 +331,7 @@ def test_malformed_data_row(tmp_path: Path) -> None:
 
 
 def test_missing_data_file(tmp_path: Path) -> None:
-    assert_clean_failure(tmp_path, [f"data.path={tmp_path / 'nope.csv'}"], "nope.csv")
+    assert_clean_failure(tmp_path, [f"data.path={tmp_path / 'nope.csv'}"], "nope.csv", cli=True)
 
 
 @pytest.mark.parametrize("name", ["empty.csv", "empty.jsonl"])
@@ -372,6 +383,11 @@ def assert_bad_line(tmp: Path, bad: dict | str, *needles: str, args: tuple = ())
     line = bad if isinstance(bad, str) else json.dumps(bad)
     path = samples_file(tmp, fixture_rows(), line)
     assert_refused_at_startup(tmp, [f"samples_file={path}", *args], str(path), "line 3", *needles)
+
+
+def test_samples_file_not_json_from_the_command_line(tmp_path: Path) -> None:
+    path = samples_file(tmp_path, fixture_rows(), '{"prompt": "The film", "responses": [" is')
+    assert_clean_failure(tmp_path, [f"samples_file={path}"], str(path), "line 3", cli=True)
 
 
 def test_samples_file_missing(tmp_path: Path) -> None:

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 from pipeline import chaos
-from tests.conftest import ROOT, ledger, run_cli
+from tests.conftest import ledger, micro_config, run_cli
 
 # One kill point per stage, in pipeline order; each run is killed at the next point,
 # so every stage is interrupted once while the ones before it are already finished.
@@ -175,8 +175,6 @@ def test_interrupted_sweep_resumes_where_it_stopped(tmp_path: Path) -> None:
 def test_scorer_returning_nan_is_an_error_naming_stage_and_row(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from hydra import compose, initialize_config_dir
-
     from pipeline import scorers
     from pipeline.errors import DataError
     from pipeline.main import run_experiment
@@ -188,16 +186,7 @@ def test_scorer_returning_nan_is_an_error_naming_stage_and_row(
             return p
 
     monkeypatch.setattr(scorers, "load", lambda *args, **kwargs: BrokenScorer())
-    with initialize_config_dir(str(ROOT / "conf"), version_base="1.3"):
-        cfg = compose(
-            "config",
-            overrides=[
-                "scale=micro",
-                "wandb.mode=disabled",
-                f"cache_dir={tmp_path / 'cache'}",
-                f"results_dir={tmp_path / 'results'}",
-            ],
-        )
+    cfg = micro_config(tmp_path)
     with pytest.raises(DataError, match=r"\[score\] scorer returned nan for row 7"):
         run_experiment(cfg)
     assert not finished(tmp_path / "cache", "score")

@@ -10,7 +10,7 @@ import pytest
 
 from pipeline.cache import stable_hash
 from pipeline.main import wandb_id
-from tests.conftest import ROOT, run_cli
+from tests.conftest import micro_config, run_cli
 
 
 def offline_runs(tmp: Path) -> dict[str, Path]:
@@ -58,7 +58,6 @@ def test_wandb_finish_runs_when_training_fails(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     import wandb
-    from hydra import compose, initialize_config_dir
 
     from pipeline.errors import PipelineError
     from pipeline.main import run_experiment
@@ -76,17 +75,8 @@ def test_wandb_finish_runs_when_training_fails(
             finished.append(exit_code)
 
     monkeypatch.setattr(wandb, "init", lambda **kwargs: FakeRun())
-    with initialize_config_dir(str(ROOT / "conf"), version_base="1.3"):
-        cfg = compose(
-            "config",
-            overrides=[
-                "scale=micro",
-                "wandb=offline",
-                "scale.train.lr=1e30",  # diverges at step 1
-                f"cache_dir={tmp_path / 'cache'}",
-                f"results_dir={tmp_path / 'results'}",
-            ],
-        )
+    # A learning rate of 1e30 diverges at step 1.
+    cfg = micro_config(tmp_path, "scale.train.lr=1e30", wandb="offline")
     with pytest.raises(PipelineError, match="non-finite loss"):
         run_experiment(cfg)
     assert finished == [1]

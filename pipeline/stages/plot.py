@@ -11,6 +11,7 @@
 from __future__ import annotations
 
 import os
+import textwrap
 import uuid
 from pathlib import Path
 
@@ -59,6 +60,12 @@ def _split(df: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame, bool]:
     return df[df["loss"] != "sft"], df[df["loss"] == "sft"], stand_in
 
 
+def _title(fig: plt.Figure, text: str) -> None:
+    """A suptitle wrapped to the figure's width (a one-panel figure is narrow)."""
+    chars = int(fig.get_figwidth() * 15)  # ~15 characters per inch at fontsize 9
+    fig.suptitle(textwrap.fill(text, chars), fontsize=9)
+
+
 def _save(fig: plt.Figure, out: Path) -> Path:
     out.parent.mkdir(parents=True, exist_ok=True)
     for path in (out, out.with_suffix(".pdf")):
@@ -79,7 +86,7 @@ def reward_vs_kl(
     runs, sft, stand_in = _split(results.read(table))
     sizes = sorted(runs["n_pairs"].dropna().unique()) or [None]
     fig, axes = plt.subplots(
-        1, len(sizes), figsize=(4.4 * len(sizes), 4.0), sharey=True, squeeze=False
+        1, len(sizes), figsize=(max(4.4 * len(sizes), 6.5), 4.4), sharey=True, squeeze=False
     )
     for ax, size in zip(axes[0], sizes, strict=True):
         panel = runs if size is None else runs[runs["n_pairs"] == size]
@@ -111,7 +118,7 @@ def reward_vs_kl(
         ax.grid(alpha=0.3)
     axes[0][0].set_ylabel("eval reward  p(positive)")
     axes[0][0].legend(loc="lower right", fontsize=7)
-    fig.suptitle(title + (STAND_IN if stand_in else ""), fontsize=9)
+    _title(fig, title + (STAND_IN if stand_in else ""))
     fig.text(0.99, 0.01, "lines: Pareto frontier (non-dominated runs)", ha="right", fontsize=7)
     fig.tight_layout()
     return _save(fig, out)
@@ -145,7 +152,7 @@ def vs_alpha(table: Path, out: Path, kl_column: str = "kl", title: str = "α abl
         ax.set_ylabel(label)
         ax.grid(alpha=0.3)
     axes[0][0].legend(loc="best", fontsize=7)
-    fig.suptitle(title + (STAND_IN if stand_in else ""), fontsize=9)
+    _title(fig, title + (STAND_IN if stand_in else ""))
     fig.tight_layout()
     return _save(fig, out)
 

@@ -28,7 +28,7 @@ def checked_probabilities(p: np.ndarray, stage: str) -> np.ndarray:
     row = first_non_probability(p)
     if row is not None:
         raise DataError(
-            f"[{stage}] scorer returned {p.reshape(-1)[row]!r} for row {row}: not a probability"
+            f"[{stage}] scorer returned {float(p.reshape(-1)[row])!r} for row {row}: not a probability"
         )
     return p
 

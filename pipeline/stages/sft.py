@@ -18,7 +18,7 @@ from transformers import get_cosine_schedule_with_warmup
 
 from pipeline import models
 from pipeline.cache import Artifact, Cache
-from pipeline.checkpoint import Checkpointer, restore_rng, rng_state
+from pipeline.checkpoint import Checkpointer, loop_state, restore_loop
 from pipeline.hub import require_model
 from pipeline.io import read_jsonl
 from pipeline.seeding import set_seed
@@ -89,10 +89,7 @@ def train_lm(
     ema, first = math.nan, 0
     saved = checkpointer.load() if checkpointer else None
     if saved is not None:
-        model.load_state_dict(saved["model"])
-        opt.load_state_dict(saved["optimizer"])
-        sched.load_state_dict(saved["scheduler"])
-        restore_rng(gen, saved["rng"])
+        restore_loop(saved, model, opt, sched, gen)
         ema, first = saved["ema"], saved["step"]
         print(f"[sft] resumed from the checkpoint after step {first - 1}")
     bar = tqdm(range(first, sft_cfg.steps), desc="sft", leave=False)
@@ -117,16 +114,6 @@ def train_lm(
         ema = loss.item() if math.isnan(ema) else 0.98 * ema + 0.02 * loss.item()
         bar.set_postfix(loss=f"{ema:.3f}")
         if checkpointer and checkpointer.due(step):
-            checkpointer.save(
-                {
-                    "model": model.state_dict(),
-                    "optimizer": opt.state_dict(),
-                    "scheduler": sched.state_dict(),
-                    "rng": rng_state(gen),
-                    "ema": ema,
-                    "step": step + 1,
-                },
-                step,
-            )
+            checkpointer.save(loop_state(model, opt, sched, gen, ema=ema, step=step + 1), step)
     model.eval()
     return round(ema, 4)

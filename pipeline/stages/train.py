@@ -15,7 +15,7 @@ from transformers import get_constant_schedule_with_warmup
 
 from pipeline import models
 from pipeline.cache import Artifact, Cache
-from pipeline.checkpoint import Checkpointer, restore_rng, rng_state
+from pipeline.checkpoint import Checkpointer, loop_state, restore_loop
 from pipeline.errors import ConfigError, PipelineError
 from pipeline.logger import CSVLog, RunLogger
 from pipeline.losses import LOSSES, USES_OFFSET
@@ -147,10 +147,7 @@ def train_pairs(
     rows: list[tuple[dict, int]] = []  # every logged (metrics, step), kept for the checkpoint
     saved = checkpointer.load() if checkpointer else None
     if saved is not None:
-        policy.load_state_dict(saved["model"])
-        opt.load_state_dict(saved["optimizer"])
-        sched.load_state_dict(saved["scheduler"])
-        restore_rng(gen, saved["rng"])
+        restore_loop(saved, policy, opt, sched, gen)
         step, first_epoch, first_start = saved["step"], saved["epoch"], saved["next_start"]
         order, rows = saved["order"], saved["rows"]
         for metrics, logged_step in rows:  # the curves so far, so the logs are complete
@@ -217,19 +214,9 @@ def train_pairs(
                 for sink in sinks:
                     sink.log(metrics, step)
             if checkpointer and checkpointer.due(step):
+                position = {"step": step + 1, "epoch": epoch, "next_start": start + bs}
                 checkpointer.save(
-                    {
-                        "model": policy.state_dict(),
-                        "optimizer": opt.state_dict(),
-                        "scheduler": sched.state_dict(),
-                        "rng": rng_state(gen),
-                        "step": step + 1,
-                        "epoch": epoch,
-                        "next_start": start + bs,
-                        "order": order,
-                        "rows": rows,
-                    },
-                    step,
+                    loop_state(policy, opt, sched, gen, **position, order=order, rows=rows), step
                 )
             step += 1
         order = None
