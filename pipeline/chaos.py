@@ -118,7 +118,9 @@ def progress(workdir: Path) -> str:
     path = workdir / "cache" / "ledger.jsonl"
     lines = path.read_text().splitlines() if path.is_file() else []
     done = [json.loads(line)["stage"] for line in lines]
-    checkpoints = sorted(p.parent.parent.name for p in (workdir / "cache").glob("*/.ckpt-*/state.pt"))
+    checkpoints = sorted(
+        p.parent.parent.name for p in (workdir / "cache").glob("*/.ckpt-*/state.pt")
+    )
     text = f"after {len(done)} stages, last {done[-1]}" if done else "before any stage finished"
     return text + (f"; checkpoint in {', '.join(checkpoints)}" if checkpoints else "")
 
