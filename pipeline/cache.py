@@ -91,9 +91,14 @@ class Cache:
             "inputs": [[a.stage, a.key] for a in inputs],
         }
 
+    @staticmethod
+    def identity_key(stage: str, params: dict, inputs: list[Artifact], version: int = 1) -> str:
+        """The directory name ``stage(...)`` will use, known before anything is built."""
+        return stable_hash(Cache.identity(stage, params, inputs, version))[:16]
+
     def key(self, stage: str, params: dict, inputs: list[Artifact], version: int = 1) -> str:
         """The directory name ``stage(...)`` will use, known before anything is built."""
-        return stable_hash(self.identity(stage, params, inputs, version))[:16]
+        return self.identity_key(stage, params, inputs, version)
 
     def checkpoint_dir(self, stage: str, key: str) -> Path:
         """Where a long build keeps resumable state; it survives a killed process and
@@ -116,7 +121,7 @@ class Cache:
         its output changes for the same config, so stale outputs are never reused.
         """
         identity = self.identity(stage, params, inputs, version)
-        key = stable_hash(identity)[:16]
+        key = self.identity_key(stage, params, inputs, version)
         final = self.root / stage / key
         final.parent.mkdir(parents=True, exist_ok=True)
         start = time.perf_counter()

@@ -2,12 +2,15 @@
 
 Registry SCORERS: name -> (train_or_prepare, load). ``tfidf_logreg`` is the
 embedded stand-in (trained here on the labelled stand-in reviews);
-``hf_pipeline`` is the paper's published classifier through ``transformers``.
+``hf_pipeline`` is the paper's published classifier through ``transformers``;
+``keyword`` is a known-answer scorer (a count of listed words) whose optimum is
+certain, so tests can check that training moves the policy the right way.
 """
 
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Callable
 from pathlib import Path
 from typing import Protocol
@@ -54,6 +57,23 @@ def fit_tfidf_logreg(
     joblib.dump(model, out / "classifier.joblib")
 
 
+# ---- known answer: p = k / (k + half), k = occurrences of the listed strings ---------
+
+
+class KeywordScorer:
+    """Deterministic and learnable: k counts the listed strings in a text (any case,
+    inside words too) and p = k / (k + half), so p = 0.5 at ``half`` occurrences and
+    more is always better. Its optimum is certain, unlike a classifier's."""
+
+    def __init__(self, keywords: list[str], half: float) -> None:
+        self.pattern = re.compile("|".join(re.escape(str(w)) for w in keywords), re.IGNORECASE)
+        self.half = float(half)
+
+    def p_positive(self, texts: list[str]) -> np.ndarray:
+        counts = np.array([len(self.pattern.findall(t)) for t in texts], dtype=np.float64)
+        return counts / (counts + self.half)
+
+
 # ---- paper: a published classifier through a transformers pipeline ------------------
 
 
@@ -94,6 +114,9 @@ def prepare(scorer_cfg: DictConfig, train: list[dict], out: Path) -> None:
         )
     elif scorer_cfg.name == "hf_pipeline":
         (out / "scorer.json").write_text(json.dumps({"model": scorer_cfg.model}))
+    elif scorer_cfg.name == "keyword":
+        spec = {"keywords": list(scorer_cfg.keywords), "half": scorer_cfg.half}
+        (out / "scorer.json").write_text(json.dumps(spec))
     else:
         raise ValueError(f"unknown scorer {scorer_cfg.name!r}")
 
@@ -102,8 +125,9 @@ def load(scorer_cfg: DictConfig, path: Path, device: str = "cpu") -> Scorer:
     loaders: dict[str, Callable[[], Scorer]] = {
         "tfidf_logreg": lambda: SklearnScorer(path / "classifier.joblib"),
         "hf_pipeline": lambda: HFPipelineScorer(scorer_cfg, device),
+        "keyword": lambda: KeywordScorer(list(scorer_cfg.keywords), scorer_cfg.half),
     }
     return loaders[scorer_cfg.name]()
 
 
-SCORERS = ("tfidf_logreg", "hf_pipeline")
+SCORERS = ("tfidf_logreg", "hf_pipeline", "keyword")

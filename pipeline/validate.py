@@ -241,6 +241,15 @@ def validate(cfg: DictConfig) -> None:
         _number(cfg, "scorer.max_ngram", integer=True)
         _number(cfg, "scorer.min_df")
         _number(cfg, "scorer.C")
+    elif cfg.scorer.name == "keyword":
+        words = _get(cfg, "scorer.keywords")
+        if (
+            not isinstance(words, ListConfig)
+            or not words
+            or not all(isinstance(w, str) and w.strip() for w in words)
+        ):
+            raise ConfigError(f"scorer.keywords={words!r} must be a non-empty list of strings")
+        _number(cfg, "scorer.half")
     else:
         _number(cfg, "scorer.batch_size", integer=True)
     if cfg.scale.sample.n_samples < 2:

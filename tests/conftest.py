@@ -3,16 +3,86 @@
 from __future__ import annotations
 
 import contextlib
+import importlib.util
 import io
 import json
 import os
 import subprocess
 import sys
+import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
+
+def _load_netguard():
+    path = Path(__file__).resolve().parent / "netguard" / "sitecustomize.py"
+    spec = importlib.util.spec_from_file_location("netguard", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+netguard_module = _load_netguard()
+
 ROOT = Path(__file__).resolve().parent.parent
+
+# ---- no test touches the network ------------------------------------------------------
+# The guard (tests/netguard/sitecustomize.py) runs in this process and, through
+# PYTHONPATH, in every Python a test starts; refused attempts are logged to one file.
+NETGUARD = ROOT / "tests" / "netguard"
+_net_log = Path(tempfile.mkdtemp(prefix="netguard-")) / "attempts.log"
+_net_log.touch()
+os.environ[netguard_module.LOG_ENV] = str(_net_log)
+os.environ["PYTHONPATH"] = os.pathsep.join(
+    p for p in (str(NETGUARD), os.environ.get("PYTHONPATH")) if p
+)
+netguard_module.install()
+
+# ---- one thread per test process ----------------------------------------------------
+# `make test` runs two pytest workers on two cores. Torch at its default of two threads
+# per process would oversubscribe the cores (spinning threads doubled the CPU time), and
+# micro models gain nothing from a second thread. Tests pass threads=1 (a test may
+# override it) and every BLAS/OpenMP pool in the processes they start gets one thread.
+THREADS = "threads=1"
+for _var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
+    os.environ[_var] = "1"
+
+
+def threads_default(args: list[str] | tuple[str, ...]) -> list[str]:
+    """``threads=1`` unless the test sets threads itself (Hydra refuses a key twice)."""
+    return [] if any(a.startswith("threads=") for a in args) else [THREADS]
+
+
+# The slowest files first, so that two workers finish together (longest job first).
+SLOW_FIRST = [
+    "test_results_recompute.py",
+    "test_reliability.py",
+    "test_concurrency.py",
+    "test_behaviour.py",
+    "test_bad_input.py",
+]
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    def rank(item: pytest.Item) -> int:
+        name = item.path.name
+        return SLOW_FIRST.index(name) if name in SLOW_FIRST else len(SLOW_FIRST)
+
+    items.sort(key=rank)  # stable: the order within a file is kept
+
+
+@pytest.fixture(autouse=True)
+def no_network() -> Iterator[None]:
+    """Fail the test if it, or anything it started, tried to reach the network."""
+    start = _net_log.stat().st_size
+    yield
+    with open(_net_log) as f:
+        f.seek(start)
+        attempts = f.read().strip()
+    if attempts:
+        pytest.fail(f"the test tried to reach the network:\n{attempts}")
 
 
 def run_cli(
@@ -37,6 +107,7 @@ def run_cli(
         "pipeline",
         *flags,
         "scale=micro",
+        *threads_default(args),
         f"wandb.mode={wandb}",
         f"cache_dir={tmp / 'cache'}",
         f"results_dir={tmp / 'results'}",
@@ -61,6 +132,7 @@ def micro_config(tmp: Path, *overrides: str, wandb: str = "disabled"):
             "config",
             overrides=[
                 "scale=micro",
+                *threads_default(overrides),
                 f"wandb.mode={wandb}",
                 f"cache_dir={tmp / 'cache'}",
                 f"results_dir={tmp / 'results'}",

@@ -70,8 +70,12 @@ def test_data_and_scorer_follow_task_and_scale(task, scale):
 
 def test_every_data_and_scorer_file_is_reachable():
     pairs = {f"{t}_{s}" for t in TASKS for s in SCALES}
-    for group in ("data", "scorer"):
-        assert {p.stem for p in (CONF / group).glob("*.yaml")} == pairs
+    assert {p.stem for p in (CONF / "data").glob("*.yaml")} == pairs
+    scorers = {p.stem for p in (CONF / "scorer").glob("*.yaml")}
+    assert pairs <= scorers
+    # Any other scorer file is one chosen by name (scorer=keyword), and it composes.
+    for extra in sorted(scorers - pairs):
+        assert _compose([f"scorer={extra}"]).scorer.name
 
 
 def test_default_config():

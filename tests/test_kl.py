@@ -149,3 +149,66 @@ def test_mean_and_se_hand_values():
 
 def test_mean_and_se_single_value():
     assert mean_and_se(torch.tensor([4.5])) == (4.5, 0.0)
+
+
+# ---- mixed lengths: right padding (scoring) and left padding (sampling) ---------------
+
+EOS = 0  # also the pad id, as in the pipeline's own tokenizers
+MIXED_PROMPTS = [[1], [2, 1, 2]]  # different lengths, in one batch
+
+
+def _terminal_responses(max_len: int = 3) -> list[list[int]]:
+    """Every response a sampler with ``max_new_tokens=max_len`` can return: it stops
+    at the first EOS or after ``max_len`` tokens. Their probabilities sum to 1."""
+    out = []
+    for n in range(1, max_len + 1):
+        for body in itertools.product((1, 2), repeat=n - 1):
+            out.append([*body, EOS])
+    out += [list(body) for body in itertools.product((1, 2), repeat=max_len)]
+    return out
+
+
+def test_kl_to_reference_on_mixed_length_batches_matches_enumeration(models):
+    from pipeline.stages.evaluate import kl_to_reference
+
+    policy, reference = models
+    responses = _terminal_responses()
+    assert len(responses) == 15 and len({len(r) for r in responses}) == 3
+    # All (prompt, response) pairs, shuffled so that every batch mixes lengths.
+    items = [(p, r) for p in MIXED_PROMPTS for r in responses]
+    order = np.random.default_rng(0).permutation(len(items))
+    prompts = [items[i][0] for i in order]
+    resps = [items[i][1] for i in order]
+    k3, exact = kl_to_reference(policy, reference, prompts, resps, EOS, batch_size=7)
+    for prompt in MIXED_PROMPTS:
+        with torch.no_grad():
+            lp = sequence_logps(policy, [prompt] * 15, responses, EOS).double()
+            lq = sequence_logps(reference, [prompt] * 15, responses, EOS).double()
+            for resp, a, b in zip(responses, lp, lq, strict=True):  # one at a time, no padding
+                alone = sequence_logps(policy, [prompt], [resp], EOS).double()[0]
+                assert float(a) == pytest.approx(float(alone), abs=1e-6)
+                assert float(b) == pytest.approx(
+                    float(sequence_logps(reference, [prompt], [resp], EOS)[0]), abs=1e-6
+                )
+        assert float(lp.exp().sum()) == pytest.approx(1.0, abs=1e-6)  # float32 logits
+        truth = _exact_kl(lp, lq)
+        mine = [i for i, j in enumerate(order) if items[j][0] == prompt]
+        by_response = {tuple(resps[i]): i for i in mine}
+        weights = np.array([float(lp[n].exp()) for n in range(15)])
+        k3_values = np.array([k3[by_response[tuple(r)]] for r in responses])
+        exact_values = np.array([exact[by_response[tuple(r)]] for r in responses])
+        # Both estimators are unbiased: their expectation under the policy is the KL.
+        assert float(weights @ k3_values) == pytest.approx(truth, abs=1e-6)
+        assert float(weights @ exact_values) == pytest.approx(truth, abs=1e-6)
+        assert truth > 0.05
+
+
+def test_left_padded_sampling_batch_equals_one_prompt_at_a_time(models):
+    from pipeline.models import sample
+
+    policy, _ = models
+    prompts = [[1], [2, 1, 2], [1, 2], [2]]
+    together = sample(policy, prompts, 1, 4, EOS, EOS, temperature=0.0, batch_size=4)
+    alone = [sample(policy, [p], 1, 4, EOS, EOS, temperature=0.0)[0] for p in prompts]
+    assert together == alone
+    assert len({len(r[0]) for r in together}) > 1 or any(EOS in r[0] for r in together)

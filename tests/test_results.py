@@ -8,14 +8,26 @@ import pytest
 
 from pipeline import PROJECT_ROOT
 
-TABLE = PROJECT_ROOT / "results" / "sentiment" / "runs.csv"
-pytestmark = pytest.mark.skipif(
-    not TABLE.is_file(), reason="results/sentiment/runs.csv not produced yet"
-)
+RESULTS = PROJECT_ROOT / "results"
+TABLE = RESULTS / "sentiment" / "runs.csv"
+# Every committed experiment and what `make sentiment` / `make ablations` write there.
+COMMITTED = {
+    "sentiment": ["reward_vs_kl.png", "reward_vs_kl_exact.png"],
+    "ablation_scaling": ["reward_vs_kl.png", "reward_vs_kl_exact.png"],
+    "ablation_alpha": ["vs_alpha.png", "vs_alpha_exact.png"],
+}
+
+
+@pytest.mark.parametrize("folder", sorted(COMMITTED))
+def test_committed_results_are_present(folder: str) -> None:
+    # A missing file fails here: the checks on committed results never skip.
+    for name in ["runs.csv", "summary.md", "figures.json", *COMMITTED[folder]]:
+        assert (RESULTS / folder / name).is_file(), f"results/{folder}/{name} is missing"
 
 
 @pytest.fixture(scope="module")
 def table() -> pd.DataFrame:
+    assert TABLE.is_file(), f"{TABLE} is missing"
     return pd.read_csv(TABLE)
 
 

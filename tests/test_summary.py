@@ -268,7 +268,6 @@ def test_cli_writes_summary_md(duel_table: pd.DataFrame, tmp_path: Path) -> None
     assert main([str(tmp_path)]) == 2  # no runs.csv there
 
 
-@pytest.mark.skipif(not SENTIMENT.is_file(), reason="results/sentiment/runs.csv not produced yet")
 def test_sentiment_summary_has_a_frontier_for_every_series(tmp_path: Path) -> None:
     path = write_summary(SENTIMENT, tmp_path, "Sentiment control")
     lines = path.read_text().splitlines()

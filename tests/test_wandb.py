@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pandas as pd
 import pytest
 
 from pipeline.cache import stable_hash
@@ -54,29 +55,66 @@ def test_offline_runs_are_named_tagged_and_stable_across_reruns(tmp_path: Path) 
     assert {d.name.rsplit("-", 1)[1] for d in dirs} == {train_id, sft_id}
 
 
-def test_wandb_finish_runs_when_training_fails(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+class FakeRun:
+    """Stands in for a wandb run: records what is logged and how it finishes."""
+
+    def __init__(self, calls: list[dict], **kwargs: object) -> None:
+        self.calls = calls
+        calls.append({"init": kwargs, "logged": [], "summary": {}, "finish": None})
+        record = calls[-1]
+        self.config = type("Config", (), {"update": lambda _, *a, **k: None})()
+        self.summary = type("Summary", (), {"update": lambda _, d: record["summary"].update(d)})()
+
+    def log(self, metrics: dict, step: int | None = None) -> None:
+        self.calls[-1]["logged"].append((step, dict(metrics)))
+
+    def finish(self, exit_code: int = 0) -> None:
+        self.calls[-1]["finish"] = exit_code
+
+
+@pytest.fixture
+def fake_wandb(monkeypatch: pytest.MonkeyPatch) -> list[dict]:
     import wandb
 
+    calls: list[dict] = []
+    monkeypatch.setattr(wandb, "init", lambda **kwargs: FakeRun(calls, **kwargs))
+    return calls
+
+
+def test_fake_init_receives_the_run_id_group_name_and_tags(
+    tmp_path: Path, fake_wandb: list[dict]
+) -> None:
+    from pipeline import plan
+    from pipeline.main import run_experiment
+
+    cfg = micro_config(tmp_path, "loss.beta=0.5", "seed=1", wandb="offline")
+    run_experiment(cfg)
+    (call,) = fake_wandb
+    init = call["init"]
+    train_key = plan.stage_keys(cfg)["train"]
+    assert init["id"] == wandb_id("sentiment", train_key) and init["resume"] == "allow"
+    assert init["group"] == "sentiment"
+    assert init["name"] == "odpo-b0.5-a1-log_diff-n60-s1"
+    assert sorted(init["tags"]) == sorted(
+        ["loss=odpo", "beta=0.5", "alpha=1.0", "offset=log_diff", "n_pairs=60", "seed=1"]
+    )
+    assert init["mode"] == "offline"
+    steps = [step for step, _ in call["logged"]]
+    assert steps == list(range(len(steps))) and steps  # every training step, in order
+    assert call["summary"]["eval/reward"] == pytest.approx(
+        float(
+            pd.read_csv(tmp_path / "results" / "runs.csv").query("loss == 'odpo'")["reward"].iloc[0]
+        )
+    )
+    assert call["finish"] == 0
+
+
+def test_wandb_finish_runs_when_training_fails(tmp_path: Path, fake_wandb: list[dict]) -> None:
     from pipeline.errors import PipelineError
     from pipeline.main import run_experiment
 
-    finished: list[int] = []
-
-    class FakeRun:
-        config = type("Config", (), {"update": lambda self, *a, **k: None})()
-        summary = type("Summary", (), {"update": lambda self, *a, **k: None})()
-
-        def log(self, *args: object, **kwargs: object) -> None:
-            pass
-
-        def finish(self, exit_code: int = 0) -> None:
-            finished.append(exit_code)
-
-    monkeypatch.setattr(wandb, "init", lambda **kwargs: FakeRun())
     # A learning rate of 1e30 diverges at step 1.
     cfg = micro_config(tmp_path, "scale.train.lr=1e30", wandb="offline")
     with pytest.raises(PipelineError, match="non-finite loss"):
         run_experiment(cfg)
-    assert finished == [1]
+    assert [c["finish"] for c in fake_wandb] == [1]

@@ -14,11 +14,17 @@ from pipeline.io import read_jsonl
 
 # Bump when this stage's output changes for the same config (part of its cache key).
 VERSION = 1
+# Config keys this stage reads that do not change the classifier.
+NOT_IN_KEY = ("scorer.min_accuracy",)
+
+
+def params(cfg: DictConfig) -> dict:
+    params = OmegaConf.to_container(cfg.scorer, resolve=True)
+    params.pop("min_accuracy")  # a bar to check, not something that changes the classifier
+    return params
 
 
 def run(cfg: DictConfig, cache: Cache, data: Artifact) -> Artifact:
-    params = OmegaConf.to_container(cfg.scorer, resolve=True)
-    params.pop("min_accuracy")  # a bar to check, not something that changes the classifier
 
     def build(out: Path) -> dict:
         train = read_jsonl(data / "train.jsonl", required=("text", "label"))
@@ -43,7 +49,7 @@ def run(cfg: DictConfig, cache: Cache, data: Artifact) -> Artifact:
         )
         return {"accuracy": accuracy, "n_eval": len(test)}
 
-    artifact = cache.stage("classifier", params, [data], build, version=VERSION)
+    artifact = cache.stage("classifier", params(cfg), [data], build, version=VERSION)
     if artifact.info["accuracy"] < cfg.scorer.min_accuracy:
         raise DataError(
             f"classifier held-out accuracy {artifact.info['accuracy']:.3f} is below "

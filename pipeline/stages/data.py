@@ -17,6 +17,8 @@ from pipeline.io import write_jsonl
 VERSION = 1
 
 SOURCES = ("hub", "local", "rotten_tomatoes")
+# Config keys this stage reads that do not change its output (where a download is kept).
+NOT_IN_KEY = ("data.download_dir",)
 
 
 def load_rows(data_cfg: DictConfig, download_dir: Path) -> tuple[list[dict], list[dict]]:
@@ -43,8 +45,8 @@ def load_rows(data_cfg: DictConfig, download_dir: Path) -> tuple[list[dict], lis
     return [rows[i] for i in order[n_test:]], [rows[i] for i in order[:n_test]]
 
 
-def run(cfg: DictConfig, cache: Cache) -> Artifact:
-    """The training and held-out splits (shared by SFT, the classifier and prompts)."""
+def params(cfg: DictConfig) -> dict:
+    """What the splits depend on: the data config, and a local file's contents."""
     params = OmegaConf.to_container(cfg.data, resolve=True)
     params.pop("download_dir", None)
     if cfg.data.source == "local":
@@ -52,6 +54,11 @@ def run(cfg: DictConfig, cache: Cache) -> Artifact:
         params["path_sha256"] = (
             file_sha256(Path(cfg.data.path)) if Path(cfg.data.path).is_file() else None
         )
+    return params
+
+
+def run(cfg: DictConfig, cache: Cache) -> Artifact:
+    """The training and held-out splits (shared by SFT, the classifier and prompts)."""
 
     def build(out: Path) -> dict:
         train, test = load_rows(cfg.data, Path(cfg.data.download_dir))
@@ -60,4 +67,4 @@ def run(cfg: DictConfig, cache: Cache) -> Artifact:
         print(f"[data] {cfg.data.source}: {len(train)} training and {len(test)} held-out texts")
         return {"n_train": len(train), "n_test": len(test)}
 
-    return cache.stage("data", params, [], build, version=VERSION)
+    return cache.stage("data", params(cfg), [], build, version=VERSION)

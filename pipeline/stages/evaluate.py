@@ -44,6 +44,18 @@ def kl_to_reference(
     return torch.cat(k3).double().numpy(), torch.cat(exact).double().numpy()
 
 
+def params(cfg: DictConfig) -> dict:
+    """Sampling for evaluation is always ancestral (temperature 1, top-p 1): the KL
+    estimators need samples from pi_theta itself. So of the sampling settings only
+    the lengths and the batch size enter."""
+    return {
+        "eval": OmegaConf.to_container(cfg.scale.eval),
+        "prompt_tokens": cfg.scale.sample.prompt_tokens,
+        "max_new_tokens": cfg.scale.sample.max_new_tokens,
+        "sample_batch_size": cfg.scale.sample.batch_size,
+    }
+
+
 def run(
     cfg: DictConfig,
     cache: Cache,
@@ -54,14 +66,6 @@ def run(
 ) -> Artifact:
     """Evaluate ``policy`` (a train artifact, or the SFT artifact for the baseline)."""
     eval_cfg, sample_cfg = cfg.scale.eval, cfg.scale.sample
-    # Sampling for evaluation is always ancestral (temperature 1, top-p 1): the KL
-    # estimators need samples from pi_theta itself.
-    params = {
-        "eval": OmegaConf.to_container(eval_cfg),
-        "prompt_tokens": sample_cfg.prompt_tokens,
-        "max_new_tokens": sample_cfg.max_new_tokens,
-        "sample_batch_size": sample_cfg.batch_size,
-    }
 
     def build(out: Path) -> dict:
         texts = [r["text"] for r in read_jsonl(prompts / "eval_prompts.jsonl", required=("text",))]
@@ -97,11 +101,18 @@ def run(
         metrics["n_eval"] = len(texts)
         metrics["response_tokens"] = float(np.mean([len(r) for r in responses]))
         atomic_write_json(out / "metrics.json", metrics)
-        atomic_write_json(out / "samples.json", [{"text": t[0]} for t in drawn["texts"]])
+        # The token ids too, so the reward and both KLs can be recomputed from this file.
+        atomic_write_json(
+            out / "samples.json",
+            [
+                {"text": t[0], "prompt_ids": p, "response_ids": r}
+                for t, p, r in zip(drawn["texts"], prompt_ids, responses, strict=True)
+            ],
+        )
         return metrics
 
     return cache.stage(
-        "evaluate", params, [policy, sft, classifier, prompts], build, version=VERSION
+        "evaluate", params(cfg), [policy, sft, classifier, prompts], build, version=VERSION
     )
 
 

@@ -16,6 +16,10 @@ from pipeline.stages import score
 VERSION = 1
 
 
+def params(cfg: DictConfig) -> dict:
+    return {"n_pairs": cfg.n_pairs, "seed": cfg.seed}
+
+
 def run(cfg: DictConfig, cache: Cache, scores: Artifact) -> Artifact:
     def build(out: Path) -> dict:
         s = score.load(scores)["score"]
@@ -38,9 +42,7 @@ def run(cfg: DictConfig, cache: Cache, scores: Artifact) -> Artifact:
         print(f"[pairs] {len(every)} pairs available, kept {cfg.n_pairs} (seed {cfg.seed})")
         return {"n_available": len(every), "n_pairs": cfg.n_pairs}
 
-    return cache.stage(
-        "pairs", {"n_pairs": cfg.n_pairs, "seed": cfg.seed}, [scores], build, version=VERSION
-    )
+    return cache.stage("pairs", params(cfg), [scores], build, version=VERSION)
 
 
 def load(artifact: Artifact) -> dict:

@@ -17,13 +17,16 @@ from pipeline.io import read_jsonl, write_jsonl
 VERSION = 2
 
 
-def run(cfg: DictConfig, cache: Cache, data: Artifact) -> Artifact:
-    n_sample, n_eval = cfg.scale.sample.n_prompts, cfg.scale.eval.n_prompts
-    params = {
-        "n_sample_prompts": n_sample,
-        "n_eval_prompts": n_eval,
+def params(cfg: DictConfig) -> dict:
+    return {
+        "n_sample_prompts": cfg.scale.sample.n_prompts,
+        "n_eval_prompts": cfg.scale.eval.n_prompts,
         "split_seed": cfg.data.split_seed,
     }
+
+
+def run(cfg: DictConfig, cache: Cache, data: Artifact) -> Artifact:
+    n_sample, n_eval = cfg.scale.sample.n_prompts, cfg.scale.eval.n_prompts
 
     def build(out: Path) -> dict:
         test = read_jsonl(data / "test.jsonl", required=("text",))
@@ -42,4 +45,4 @@ def run(cfg: DictConfig, cache: Cache, data: Artifact) -> Artifact:
         )
         return {"n_sample_prompts": n_sample, "n_eval_prompts": n_eval}
 
-    return cache.stage("prompts", params, [data], build, version=VERSION)
+    return cache.stage("prompts", params(cfg), [data], build, version=VERSION)

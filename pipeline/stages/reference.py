@@ -32,6 +32,14 @@ def batched_logps(
 
 # Bump when this stage's output changes for the same config (part of its cache key).
 VERSION = 1
+# Config keys this stage reads that do not change its output: the batch size only
+# groups the same forward passes (padding is masked out).
+NOT_IN_KEY = ("scale.eval.batch_size",)
+
+
+def params(cfg: DictConfig) -> dict:
+    """Nothing beyond its inputs: the SFT model and the sample set decide every log-prob."""
+    return {}
 
 
 def run(cfg: DictConfig, cache: Cache, sft: Artifact, samples: Artifact) -> Artifact:
@@ -49,7 +57,7 @@ def run(cfg: DictConfig, cache: Cache, sft: Artifact, samples: Artifact) -> Arti
         print(f"[reference] {logps.size} responses, mean log-prob {logps.mean():.2f}")
         return {}
 
-    return cache.stage("reference", {}, [sft, samples], build, version=VERSION)
+    return cache.stage("reference", params(cfg), [sft, samples], build, version=VERSION)
 
 
 def load(artifact: Artifact) -> np.ndarray:

@@ -123,11 +123,24 @@ def load_given_scores(artifact: Artifact) -> list[list[float]] | None:
     return json.loads(path.read_text()) if path.is_file() else None
 
 
+def params(cfg: DictConfig) -> dict:
+    """Every sampling setting and the seed; for a samples file, only its contents."""
+    if OmegaConf.select(cfg, "samples_file"):
+        return {"samples_file_sha256": file_sha256(samples_path(cfg))}
+    return {"sample": OmegaConf.to_container(cfg.scale.sample), "seed": cfg.seed}
+
+
+def samples_path(cfg: DictConfig) -> Path:
+    path = Path(cfg.samples_file).expanduser()
+    if not path.is_file():
+        raise DataError(f"samples_file {path} does not exist")
+    return path
+
+
 def run(cfg: DictConfig, cache: Cache, sft: Artifact, prompts: Artifact) -> Artifact:
     if OmegaConf.select(cfg, "samples_file"):
         return run_from_file(cfg, cache, sft)
     sample_cfg = cfg.scale.sample
-    params = {"sample": OmegaConf.to_container(sample_cfg), "seed": cfg.seed}
 
     def build(out: Path) -> dict:
         texts = [
@@ -143,16 +156,14 @@ def run(cfg: DictConfig, cache: Cache, sft: Artifact, prompts: Artifact) -> Arti
         )
         return {"n_prompts": len(texts), "n_samples": sample_cfg.n_samples}
 
-    return cache.stage("sample", params, [sft, prompts], build, version=VERSION)
+    return cache.stage("sample", params(cfg), [sft, prompts], build, version=VERSION)
 
 
 def run_from_file(cfg: DictConfig, cache: Cache, sft: Artifact) -> Artifact:
     """The sample set read from ``samples_file``. Keyed by the file's contents (not its
     path) and the SFT tokenizer; the seed and sampling settings do not enter."""
-    path = Path(cfg.samples_file).expanduser()
-    if not path.is_file():
-        raise DataError(f"samples_file {path} does not exist")
-    digest = file_sha256(path)
+    path = samples_path(cfg)
+    digest = params(cfg)["samples_file_sha256"]
 
     def build(out: Path) -> dict:
         rows = read_samples_file(path)
@@ -174,4 +185,4 @@ def run_from_file(cfg: DictConfig, cache: Cache, sft: Artifact) -> Artifact:
             "given_scores": given,
         }
 
-    return cache.stage("sample", {"samples_file_sha256": digest}, [sft], build, version=VERSION)
+    return cache.stage("sample", params(cfg), [sft], build, version=VERSION)

@@ -33,11 +33,18 @@ def checked_probabilities(p: np.ndarray, stage: str) -> np.ndarray:
     return p
 
 
+def params(samples_info: dict) -> dict:
+    """Nothing for sampled responses (the classifier and samples are its inputs); a
+    samples file's digest, and whether it brings its own scores, when there is one."""
+    digest = samples_info.get("samples_file_sha256")
+    if samples_info.get("given_scores"):
+        return {"given_scores": True, "samples_file_sha256": digest}
+    return {} if digest is None else {"samples_file_sha256": digest}
+
+
 def run(cfg: DictConfig, cache: Cache, samples: Artifact, classifier: Artifact) -> Artifact:
-    # Set only for a sample set read from samples_file (the default key stays as it was).
-    digest = samples.info.get("samples_file_sha256")
     if samples.info.get("given_scores"):
-        return run_given(cache, samples, digest)
+        return run_given(cache, samples)
 
     def build(out: Path) -> dict:
         texts = sample.load(samples)["texts"]
@@ -49,11 +56,10 @@ def run(cfg: DictConfig, cache: Cache, samples: Artifact, classifier: Artifact) 
         print(f"[score] {p.size} samples, mean p(positive) {p.mean():.3f}")
         return {"mean_p_positive": float(p.mean())}
 
-    params = {} if digest is None else {"samples_file_sha256": digest}
-    return cache.stage("score", params, [samples, classifier], build, version=VERSION)
+    return cache.stage("score", params(samples.info), [samples, classifier], build, version=VERSION)
 
 
-def run_given(cache: Cache, samples: Artifact, digest: str) -> Artifact:
+def run_given(cache: Cache, samples: Artifact) -> Artifact:
     """The samples file's own scores as the training scores (no classifier)."""
 
     def build(out: Path) -> dict:
@@ -62,8 +68,7 @@ def run_given(cache: Cache, samples: Artifact, digest: str) -> Artifact:
         print(f"[score] {given.size} scores given in samples_file, mean {given.mean():.3f}")
         return {"mean_score": float(given.mean())}
 
-    params = {"given_scores": True, "samples_file_sha256": digest}
-    return cache.stage("score", params, [samples], build, version=VERSION)
+    return cache.stage("score", params(samples.info), [samples], build, version=VERSION)
 
 
 def load(artifact: Artifact) -> dict[str, np.ndarray]:

@@ -25,17 +25,24 @@ from pipeline.seeding import set_seed
 
 # Bump when this stage's output changes for the same config (part of its cache key).
 VERSION = 1
+# Config keys this stage reads that do not change the model it trains.
+NOT_IN_KEY = ("scale.sft.checkpoint_every",)
+
+
+def params(cfg: DictConfig) -> dict:
+    """The model's architecture (or pretrained name) and every SFT setting but how
+    often it checkpoints."""
+    sft_params = OmegaConf.to_container(cfg.scale.sft)
+    sft_params.pop("checkpoint_every", None)  # how often we save does not change the model
+    return {"model": OmegaConf.to_container(cfg.scale.model), "sft": sft_params}
 
 
 def run(cfg: DictConfig, cache: Cache, data: Artifact) -> Artifact:
     model_cfg, sft_cfg = cfg.scale.model, cfg.scale.sft
     if model_cfg.pretrained:
         require_model(model_cfg.pretrained, "scale.model.pretrained")
-    sft_params = OmegaConf.to_container(sft_cfg)
-    sft_params.pop("checkpoint_every", None)  # how often we save does not change the model
-    params = {"model": OmegaConf.to_container(model_cfg), "sft": sft_params}
     checkpointer = Checkpointer(
-        cache.checkpoint_dir("sft", cache.key("sft", params, [data], version=VERSION)),
+        cache.checkpoint_dir("sft", cache.key("sft", params(cfg), [data], version=VERSION)),
         sft_cfg.get("checkpoint_every", 0),
         "sft",
     )
@@ -69,7 +76,7 @@ def run(cfg: DictConfig, cache: Cache, data: Artifact) -> Artifact:
         )
         return {"final_loss": final_loss, "n_params": n_params, "n_texts": len(seqs)}
 
-    return cache.stage("sft", params, [data], build, version=VERSION)
+    return cache.stage("sft", params(cfg), [data], build, version=VERSION)
 
 
 def train_lm(

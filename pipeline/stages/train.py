@@ -27,7 +27,7 @@ from pipeline.stages import reference, sample
 # Bump when this stage's output changes for the same config (part of its cache key).
 VERSION = 1
 # Settings that change how a run is observed or made safe, not the model it trains.
-NOT_IN_KEY = ("log_every", "checkpoint_every")
+NOT_IN_KEY = ("scale.train.log_every", "scale.train.checkpoint_every")
 
 OPTIMIZERS = {"adamw": torch.optim.AdamW, "rmsprop": torch.optim.RMSprop}
 
@@ -63,7 +63,7 @@ def params(cfg: DictConfig) -> dict:
     """What the trained model depends on. How often we log or checkpoint does not."""
     train_params = OmegaConf.to_container(cfg.scale.train)
     for key in NOT_IN_KEY:
-        train_params.pop(key, None)
+        train_params.pop(key.rsplit(".", 1)[1], None)
     return {**loss_identity(cfg), "train": train_params, "seed": cfg.seed}
 
 

@@ -1,0 +1,134 @@
+"""Seeded bugs for ``make mutants``: each is one small edit a tired engineer could
+make, which leaves the pipeline running to the end with a plausible table. The suite
+must fail for every one of them.
+
+A mutant is (name, file, the exact text it replaces, the text it puts instead, why it
+matters). The text must occur exactly once in the file, so a mutant that no longer
+applies to the code is reported as stale instead of silently passing.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Mutant:
+    name: str
+    path: str
+    old: str
+    new: str
+    why: str
+
+
+MUTANTS = [
+    Mutant(
+        "train-offset-dropped",
+        "pipeline/stages/train.py",
+        "                beta=cfg.loss.beta,\n                offset=offset,\n",
+        "                beta=cfg.loss.beta,\n",
+        "ODPO silently trains as DPO; the offset is still computed, validated and logged",
+    ),
+    Mutant(
+        "train-chosen-rejected-swapped",
+        "pipeline/stages/train.py",
+        "policy_chosen, policy_rejected = logps[: len(idx)], logps[len(idx) :]",
+        "policy_rejected, policy_chosen = logps[: len(idx)], logps[len(idx) :]",
+        "the policy is pushed towards the lower-scored responses",
+    ),
+    Mutant(
+        "train-reference-swapped",
+        "pipeline/stages/train.py",
+        "ref_chosen, ref_rejected = reference_logps[pi, ci], reference_logps[pi, ri]",
+        "ref_chosen, ref_rejected = reference_logps[pi, ri], reference_logps[pi, ci]",
+        "the reference log-probs of chosen and rejected are crossed",
+    ),
+    Mutant(
+        "train-zero-grad-after-backward",
+        "pipeline/stages/train.py",
+        "            opt.zero_grad(set_to_none=True)\n            loss.backward()\n",
+        "            loss.backward()\n            opt.zero_grad(set_to_none=True)\n",
+        "gradients are cleared before the step: training runs and changes nothing",
+    ),
+    Mutant(
+        "eval-kl-policy-reference-swapped",
+        "pipeline/stages/evaluate.py",
+        '            models.load_model(policy / "model", cfg.device).eval(),\n'
+        '            models.load_model(sft / "model", cfg.device).eval(),\n',
+        '            models.load_model(sft / "model", cfg.device).eval(),\n'
+        '            models.load_model(policy / "model", cfg.device).eval(),\n',
+        "the evaluation reports KL(SFT || policy) on policy samples",
+    ),
+    Mutant(
+        "eval-reward-inverted",
+        "pipeline/stages/evaluate.py",
+        'scorer.p_positive([t[0] for t in drawn["texts"]]), "evaluate"',
+        '1 - scorer.p_positive([t[0] for t in drawn["texts"]]), "evaluate"',
+        "the evaluation reward is 1 - p instead of p",
+    ),
+    Mutant(
+        "sft-lr-not-in-key",
+        "pipeline/stages/sft.py",
+        '    sft_params.pop("checkpoint_every", None)',
+        '    sft_params.pop("checkpoint_every", None)\n    sft_params.pop("lr", None)',
+        "a changed scale.sft.lr silently reuses the old SFT model",
+    ),
+    Mutant(
+        "sample-temperature-not-in-key",
+        "pipeline/stages/sample.py",
+        '    return {"sample": OmegaConf.to_container(cfg.scale.sample), "seed": cfg.seed}',
+        "    settings = OmegaConf.to_container(cfg.scale.sample)\n"
+        '    settings.pop("temperature")\n'
+        '    return {"sample": settings, "seed": cfg.seed}',
+        "a changed sampling temperature silently reuses the old sample set",
+    ),
+    Mutant(
+        "data-heldout-fraction-not-in-key",
+        "pipeline/stages/data.py",
+        '    params.pop("download_dir", None)',
+        '    params.pop("download_dir", None)\n    params.pop("heldout_fraction", None)',
+        "a changed held-out share silently reuses the old splits",
+    ),
+    Mutant(
+        "sample-seed-ignored",
+        "pipeline/stages/sample.py",
+        "        generator_seed=seed,",
+        "        generator_seed=0,",
+        "every seed gets the same sample set",
+    ),
+    Mutant(
+        "pairs-winner-inverted",
+        "pipeline/pairs.py",
+        "first_wins = s[ii] > s[jj]",
+        "first_wins = s[ii] < s[jj]",
+        "the lower-scored response of each pair is called chosen",
+    ),
+    Mutant(
+        "offset-alpha-ignored",
+        "pipeline/offsets.py",
+        "offset = alpha * OFFSETS[name](chosen.double(), rejected.double())",
+        "offset = OFFSETS[name](chosen.double(), rejected.double())",
+        "alpha has no effect; alpha = 0 no longer gives DPO",
+    ),
+    Mutant(
+        "training-score-negative-branch",
+        "pipeline/rewards.py",
+        "return np.where(says_positive, 1.0 + p, 1.0 - (1.0 - p))",
+        "return np.where(says_positive, 1.0 + p, 1.0 - p)",
+        "negative calls are ranked upside down (1 - p instead of 1 - p(negative))",
+    ),
+    Mutant(
+        "response-mask-off-by-one",
+        "pipeline/models.py",
+        "        response[b, len(p) : len(s)] = 1.0",
+        "        response[b, len(p) - 1 : len(s)] = 1.0",
+        "log-probs and KL include the last prompt token's prediction",
+    ),
+    Mutant(
+        "eval-prompts-overlap-sampling",
+        "pipeline/stages/prompts.py",
+        "[test[i] for i in chosen[n_sample:]]",
+        "[test[i] for i in chosen[:n_eval]]",
+        "evaluation prompts are drawn from the prompts the policy was trained on",
+    ),
+]
