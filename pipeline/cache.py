@@ -6,10 +6,16 @@ into a private temporary directory and renames it into place only when complete,
 with ``manifest.json`` (sha256 of every file) written last; a directory without a
 valid manifest is never used. A file lock makes concurrent workers that need the
 same artifact compute it once and reuse it.
+
+The manifest also records each file's size and modification time. Reusing a
+directory in the default ``fast`` mode trusts a file whose size and mtime are
+unchanged and re-hashes only the others, so reusing a multi-GB model costs a few
+``stat`` calls instead of reading it; ``verify="full"`` re-hashes everything.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -17,8 +23,9 @@ import shutil
 import time
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
+from stat import S_ISREG
 from typing import Any
 
 from filelock import FileLock
@@ -27,6 +34,7 @@ from pipeline import chaos
 
 MANIFEST = "manifest.json"
 CONFIG = "config.json"
+VERIFY_MODES = ("fast", "full")
 
 
 def stable_hash(obj: Any) -> str:
@@ -41,6 +49,28 @@ def file_sha256(path: Path) -> str:
         for chunk in iter(lambda: f.read(1 << 20), b""):
             h.update(chunk)
     return h.hexdigest()
+
+
+def file_stat(path: Path) -> list[int]:
+    """``[size_bytes, mtime_ns]`` of a regular file, as the manifest records it."""
+    st = os.stat(path)
+    if not S_ISREG(st.st_mode):
+        raise IsADirectoryError(f"not a regular file: {path}")
+    return [st.st_size, st.st_mtime_ns]
+
+
+def fingerprint(directory: Path) -> tuple[dict[str, str], dict[str, list[int]]]:
+    """sha256 and stat of every file under ``directory``, keyed by relative name."""
+    files: dict[str, str] = {}
+    stats: dict[str, list[int]] = {}
+    for p in sorted(directory.rglob("*")):
+        if p.is_file():
+            name = str(p.relative_to(directory))
+            # Stat before hashing: a write that lands in between leaves a stale stat,
+            # which only makes the next reuse hash the file again.
+            stats[name] = file_stat(p)
+            files[name] = file_sha256(p)
+    return files, stats
 
 
 def atomic_write_text(path: Path, text: str) -> None:
@@ -76,7 +106,12 @@ class Artifact:
 class Cache:
     """The cache root: stage directories plus the append-only ledger."""
 
-    def __init__(self, root: str | Path) -> None:
+    def __init__(self, root: str | Path, verify: str = "fast") -> None:
+        """``verify`` says how a reused directory is checked: ``"fast"`` hashes only the
+        files whose size or mtime differs from the manifest, ``"full"`` hashes all."""
+        if verify not in VERIFY_MODES:
+            raise ValueError(f"verify must be one of {VERIFY_MODES}, not {verify!r}")
+        self.verify = verify
         self.root = Path(root).resolve()
         self.root.mkdir(parents=True, exist_ok=True)
         self.ledger_path = self.root / "ledger.jsonl"
@@ -143,14 +178,10 @@ class Cache:
                 chaos.point(f"{stage}:start")
                 atomic_write_json(tmp / CONFIG, identity)
                 info = build(tmp) or {}
-                files = {
-                    str(p.relative_to(tmp)): file_sha256(p)
-                    for p in sorted(tmp.rglob("*"))
-                    if p.is_file()
-                }
-                atomic_write_json(
-                    tmp / MANIFEST, {"stage": stage, "key": key, "info": info, "files": files}
-                )
+                # A rename keeps sizes and mtimes, so stats taken here hold once published.
+                files, stats = fingerprint(tmp)
+                manifest = {"stage": stage, "key": key, "info": info, "files": files}
+                atomic_write_json(tmp / MANIFEST, {**manifest, "stat": stats})
                 chaos.point(f"{stage}:publish")
                 os.replace(tmp, final)
             except BaseException:
@@ -161,19 +192,77 @@ class Cache:
         return Artifact(stage, key, final, info, computed=True)
 
     def _verified_info(self, path: Path) -> dict | None:
-        """The manifest's info if every listed file exists with its sha256, else None."""
+        """The manifest's info if every listed file is intact, else None. Must be called
+        with the directory's lock held: it may rewrite the manifest's stats."""
         manifest = path / MANIFEST
         if not manifest.is_file():
             return None
         try:
             data = json.loads(manifest.read_text())
-            for name, digest in data["files"].items():
-                f = path / name
-                if not f.is_file() or file_sha256(f) != digest:
-                    return None
-        except (OSError, ValueError, KeyError):
+            rehashed = self._check_files(path, data["files"], data.get("stat", {}))
+        except (OSError, ValueError, KeyError, TypeError, IndexError):
             return None
+        if rehashed is None:
+            return None
+        if rehashed:
+            # Hashed and found intact (e.g. a copied cache): record the new stats so the
+            # next reuse trusts them instead of hashing again.
+            data["stat"] = {**data.get("stat", {}), **rehashed}
+            # A read-only cache is still valid, merely slower to reuse.
+            with contextlib.suppress(OSError):
+                atomic_write_json(manifest, data)
         return data.get("info", {})
+
+    def _check_files(
+        self, path: Path, files: dict[str, str], stats: dict[str, list[int]]
+    ) -> dict[str, list[int]] | None:
+        """None if a listed file is missing or altered, else the current stats of the
+        files that had to be hashed (empty when every file was trusted by its stat)."""
+        rehashed: dict[str, list[int]] = {}
+        for name, digest in files.items():
+            current = file_stat(path / name)  # OSError when missing: invalid
+            recorded = stats.get(name)
+            if recorded is not None and recorded[0] != current[0]:
+                return None  # a different size cannot hold the same content
+            if self.verify == "fast" and recorded == current:
+                continue
+            if file_sha256(path / name) != digest:
+                return None
+            if recorded != current:
+                rehashed[name] = current
+        return rehashed
+
+    def forget_files(self, artifact: Artifact, names: list[str], note: dict) -> Artifact:
+        """Delete some files of a published artifact (e.g. a trained policy's weights
+        once its evaluation is published) and keep the directory valid.
+
+        ``names`` are relative names as in the manifest; a name that is a directory
+        (``"model/"`` or ``"model"``) means every file under it. The manifest then lists
+        only what remains and ``note`` is merged into its info, so that readers can tell
+        why the files are gone. Forgetting files that are already gone does nothing.
+        """
+        path = artifact.path
+        names = [_relative(n) for n in names]
+        with FileLock(str(path) + ".lock"):
+            manifest = path / MANIFEST
+            data = json.loads(manifest.read_text())
+            for name in [n for n in data["files"] if _matches(n, names)]:
+                del data["files"][name]
+                data.get("stat", {}).pop(name, None)
+            data["info"] = {**data.get("info", {}), **note}
+            # Manifest first: killed before the deletions, the directory still verifies
+            # (files it does not list are ignored) and calling again deletes them.
+            atomic_write_json(manifest, data)
+            for name in names:
+                _delete(path, name)
+        return replace(artifact, info=data["info"])
+
+    def discard(self, artifact: Artifact) -> None:
+        """Remove a published artifact so that the next ``stage()`` call builds it again
+        (a trained policy whose weights were deleted but are needed once more)."""
+        with FileLock(str(artifact.path) + ".lock"):
+            shutil.rmtree(artifact.path, ignore_errors=True)
+        self._log(artifact.stage, artifact.key, "discarded", 0.0)
 
     def record(self, stage: str, key: str, status: str, seconds: float) -> None:
         """Append one ledger line for a step that does not live in the cache (e.g. plotting)."""
@@ -186,3 +275,30 @@ class Cache:
         # One short write in append mode is atomic enough for concurrent writers on a local disk.
         with open(self.ledger_path, "a") as f:
             f.write(line + "\n")
+
+
+def _relative(name: str) -> str:
+    """``name`` as the manifest spells it (``"./model/"`` -> ``"model"``); refuses a name
+    that would reach outside the artifact, name the artifact itself or its manifest."""
+    path = Path(name)
+    if path.is_absolute() or not path.parts or ".." in path.parts or path.parts == (MANIFEST,):
+        raise ValueError(f"cannot forget {name!r}: not a file or folder inside the artifact")
+    return path.as_posix()
+
+
+def _matches(listed: str, names: list[str]) -> bool:
+    """Is the manifest entry ``listed`` one of ``names`` or inside a folder among them?"""
+    return any(listed == n or listed.startswith(n + "/") for n in names)
+
+
+def _delete(root: Path, name: str) -> None:
+    """Remove ``root/name`` (a file or a whole folder), then any folders it leaves empty."""
+    target = root / name
+    if target.is_dir() and not target.is_symlink():
+        shutil.rmtree(target)
+    elif target.exists() or target.is_symlink():
+        target.unlink()
+    parent = target.parent
+    while parent != root and parent.is_dir() and not any(parent.iterdir()):
+        parent.rmdir()
+        parent = parent.parent

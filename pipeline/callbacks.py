@@ -132,6 +132,18 @@ class PlotCallback(Callback):
             print(f"error: drawing the figures in {self.args[0]} failed: {e}", file=sys.stderr)
             raise SystemExit(1) from e
 
+    def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        """Before any job: the disk the whole sweep needs against the free space."""
+        from pipeline import disk
+        from pipeline.errors import PipelineError
+
+        n_runs, n_seeds, workers = disk.sweep_size(config)
+        try:
+            disk.check(config, n_runs, n_seeds, workers, what=f"sweep of {n_runs} runs")
+        except PipelineError as e:
+            print(f"error: {e}", file=sys.stderr)
+            raise SystemExit(1) from None
+
     def on_run_end(self, config: DictConfig, **kwargs: Any) -> None:
         self._end()
 

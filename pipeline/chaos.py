@@ -54,7 +54,6 @@ def command(workdir: Path, extra: list[str] | None = None) -> list[str]:
         "-m",
         "pipeline",
         "scale=micro",
-        "threads=1",  # a micro model gains nothing from a second thread; tests run two at once
         "wandb.mode=disabled",
         f"cache_dir={workdir / 'cache'}",
         f"results_dir={workdir / 'results'}",

@@ -6,6 +6,12 @@ killed mid-training and started again with the same config finds it and goes on
 from the last saved step. It holds everything the loop's future depends on (model,
 optimizer, scheduler, random generator, data position, logged rows), so a resumed
 run ends bit-identical to an uninterrupted one on the same machine.
+
+A checkpoint is loaded with ``torch.load(weights_only=True)``: unpickling an
+arbitrary object can run any code, and the cache is a shared directory that anything
+may have written into. So a loop state holds only tensors and plain Python data
+(``loop_state`` refuses anything else when saving), and a file that holds more is
+ignored like a torn one.
 """
 
 from __future__ import annotations
@@ -37,9 +43,9 @@ class Checkpointer:
         if not self.every or not path.is_file():
             return None
         try:
-            return torch.load(path, map_location="cpu", weights_only=False)
+            return torch.load(path, map_location="cpu", weights_only=True)
         except Exception as e:  # a torn or foreign file: start over rather than trust it
-            print(f"[{self.stage}] ignoring unreadable checkpoint {path}: {e}")
+            print(f"[{self.stage}] ignoring unreadable checkpoint {path}: {_reason(e)}")
             return None
 
     def due(self, step: int) -> bool:
@@ -57,7 +63,10 @@ class Checkpointer:
 def loop_state(
     model: torch.nn.Module, opt: Any, sched: Any, gen: torch.Generator, **position: Any
 ) -> dict[str, Any]:
-    """What a training loop's future depends on; ``position`` says where it is."""
+    """What a training loop's future depends on; ``position`` says where it is
+    (tensors and plain Python data only, so that it loads with ``weights_only``)."""
+    for name, value in position.items():
+        _check_plain(value, name)
     return {
         "model": model.state_dict(),
         "optimizer": opt.state_dict(),
@@ -76,3 +85,35 @@ def restore_loop(
     sched.load_state_dict(saved["scheduler"])
     gen.set_state(saved["rng"]["generator"])
     torch.set_rng_state(saved["rng"]["torch"])
+
+
+# Exact types: a subclass such as numpy.float64 (a float) pickles as a numpy object.
+PLAIN = (bool, int, float, str, type(None))
+
+
+def _check_plain(value: Any, where: str) -> None:
+    """Raise if ``value`` holds anything but tensors and plain data: such a state would
+    save fine and then never load, so every resume would silently start over."""
+    if type(value) is dict:
+        for k, v in value.items():
+            _check_plain(k, f"{where} key")
+            _check_plain(v, f"{where}[{k!r}]")
+    elif type(value) in (list, tuple):
+        for i, v in enumerate(value):
+            _check_plain(v, f"{where}[{i}]")
+    elif type(value) not in PLAIN and not isinstance(value, torch.Tensor):
+        raise TypeError(
+            f"checkpoint field {where} is a {type(value).__module__}.{type(value).__name__}; "
+            "save tensors and plain Python data only (they load with weights_only=True)"
+        )
+
+
+def _reason(error: Exception) -> str:
+    """The gist of a load error; torch's own refusal is a page that ends in advice to
+    load with weights_only=False, which is exactly what must not be done here."""
+    text = str(error)
+    marker = "WeightsUnpickler error:"
+    if marker in text:
+        detail = text.split(marker, 1)[1].strip().split(". ")[0]
+        return f"it holds more than tensors and plain data ({detail})"
+    return text.strip().splitlines()[0] if text.strip() else type(error).__name__

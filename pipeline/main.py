@@ -11,7 +11,7 @@ from pathlib import Path
 import hydra
 from omegaconf import DictConfig, OmegaConf
 
-from pipeline import PROJECT_ROOT, results
+from pipeline import PROJECT_ROOT, disk, results
 from pipeline.cache import Cache, stable_hash
 from pipeline.errors import PipelineError
 from pipeline.hub import set_offline
@@ -51,7 +51,10 @@ def run_experiment(cfg: DictConfig) -> dict:
     set_offline(cfg.offline)
     validate(cfg)
     configure_threads(cfg.threads)
-    cache = Cache(cfg.cache_dir)
+    results.claim_table(Path(cfg.results_dir), results.fingerprint(cfg), bool(cfg.fresh_table))
+    if not in_sweep():  # a sweep checked its whole need before its first job
+        disk.check(cfg, n_runs=1)
+    cache = Cache(cfg.cache_dir, verify=cfg.verify)
 
     data_art = data.run(cfg, cache)
     prompts_art = prompts.run(cfg, cache, data_art)
@@ -96,6 +99,13 @@ def run_experiment(cfg: DictConfig) -> dict:
     failed = True
     try:
         train_art = train.run(cfg, cache, sft_art, samples_art, pairs_art, ref_art, logger)
+        if train_art.info.get("weights_deleted") and not evaluate.published(
+            cfg, cache, train_art, sft_art, clf_art, prompts_art
+        ):
+            # Its weights went after an evaluation this run cannot reuse: train again.
+            print(f"[train] {train_art.key}: weights were deleted; training again to evaluate")
+            cache.discard(train_art)
+            train_art = train.run(cfg, cache, sft_art, samples_art, pairs_art, ref_art, logger)
         if not train_art.computed:
             # A reused training run still gets its curves in this W&B run.
             for r in read_csv_log(train_art / "train_log.csv"):
@@ -103,6 +113,11 @@ def run_experiment(cfg: DictConfig) -> dict:
                 logger.log(r, step)
         eval_art = evaluate.run(cfg, cache, train_art, sft_art, clf_art, prompts_art)
         metrics = evaluate.load(eval_art)
+        if not cfg.keep_weights and not train_art.info.get("weights_deleted"):
+            # The evaluation is published and stands on its own; the policy is the
+            # bulk of a paper-scale sweep's disk. The manifest records the deletion.
+            weights = [f"model/{p.name}" for p in (train_art / "model").glob("*.safetensors")]
+            train_art = cache.forget_files(train_art, weights, {"weights_deleted": True})
         row.update(
             metrics,
             train_seconds=train_art.info.get("train_seconds"),
@@ -125,6 +140,14 @@ def run_experiment(cfg: DictConfig) -> dict:
         f"SFT reward {base['reward']:.3f}, classifier acc {clf_art.info['accuracy']:.3f}, {time.perf_counter() - t0:.1f}s"
     )
     return row
+
+
+def in_sweep() -> bool:
+    """True inside a Hydra multirun job (its disk need was checked at the sweep's start)."""
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+
+    return HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN
 
 
 def cli(cfg: DictConfig) -> dict:

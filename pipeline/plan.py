@@ -41,6 +41,13 @@ NOT_IN_KEY: dict[str, tuple[str, ...]] = {
 }
 
 
+# Stage name -> its code version (part of its key; a results table records them).
+STAGE_VERSIONS: dict[str, int] = {
+    m.__name__.rsplit(".", 1)[1]: m.VERSION
+    for m in (data, prompts, sft, classifier, sample, score, pairs, reference, train, evaluate)
+}
+
+
 def _artifact(stage: str, params: dict, inputs: list[Artifact], version: int) -> Artifact:
     return Artifact(stage, Cache.identity_key(stage, params, inputs, version), Path())
 

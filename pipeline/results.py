@@ -1,14 +1,42 @@
 """The run table: one row per training run plus the SFT baseline, upserted
-under a file lock so parallel jobs of a sweep can all write to it."""
+under a file lock so parallel jobs of a sweep can all write to it.
+
+One configuration per table: each results folder records in ``fingerprint.json`` a
+fingerprint of every setting that is not a sweep axis (plus the stages' code
+versions). A run whose fingerprint differs is refused before it computes anything,
+naming the settings that differ, so a table never mixes two configurations."""
 
 from __future__ import annotations
 
+import json
+import shutil
 from pathlib import Path
 
 import pandas as pd
 from filelock import FileLock
+from omegaconf import DictConfig, OmegaConf
 
-from pipeline.cache import atomic_write_text
+from pipeline.cache import atomic_write_json, atomic_write_text, stable_hash
+from pipeline.errors import ConfigError
+
+FINGERPRINT = "fingerprint.json"
+# The sweep axes: the settings that vary between rows of one table (its identity columns).
+AXES = ("loss", "offset", "n_pairs", "seed")
+# Settings that say where things go or how a run is watched, not what it computes.
+NOT_RESULTS = (
+    "root",
+    "cache_dir",
+    "results_dir",
+    "experiment_name",
+    "figures",
+    "wandb",
+    "offline",
+    "keep_weights",
+    "verify",
+    "fresh_table",
+    "disk_free_gb",
+    "scale.results_suffix",
+)
 
 IDENTITY = ["loss", "beta", "alpha", "offset", "n_pairs", "seed"]
 COLUMNS = IDENTITY + [
@@ -69,3 +97,97 @@ def sort(df: pd.DataFrame) -> pd.DataFrame:
 
 def read(table: Path) -> pd.DataFrame:
     return pd.read_csv(table, keep_default_na=True)
+
+
+# ---- one configuration per table ------------------------------------------------------
+
+
+def _leaves(node: object, prefix: str = "") -> dict[str, object]:
+    if isinstance(node, dict):
+        out: dict[str, object] = {}
+        for k, v in node.items():
+            out.update(_leaves(v, f"{prefix}.{k}" if prefix else str(k)))
+        return out
+    return {prefix: node}
+
+
+def _excluded(key: str, skip: tuple[str, ...]) -> bool:
+    return any(key == s or key.startswith(s + ".") for s in skip)
+
+
+def fingerprint(cfg: DictConfig) -> dict:
+    """Every resolved setting that is not a sweep axis and can change a number, plus
+    the code version of every stage; ``id`` hashes both."""
+    from pipeline.plan import NOT_IN_KEY, STAGE_VERSIONS
+
+    skip = AXES + NOT_RESULTS + tuple(k for keys in NOT_IN_KEY.values() for k in keys)
+    settings = {
+        k: v
+        for k, v in _leaves(OmegaConf.to_container(cfg, resolve=True)).items()
+        if not _excluded(k, skip)
+    }
+    body = {"settings": settings, "code": dict(STAGE_VERSIONS)}
+    return {"id": stable_hash(body)[:16], **body}
+
+
+def differing(old: dict, new: dict) -> list[str]:
+    """The settings (and ``code.<stage>`` versions) where two fingerprints disagree."""
+    keys = []
+    for part, prefix in (("settings", ""), ("code", "code.")):
+        a, b = old.get(part, {}), new.get(part, {})
+        keys += [
+            prefix + k
+            for k in sorted(set(a) | set(b))
+            if a.get(k, "<unset>") != b.get(k, "<unset>")
+        ]
+    return keys
+
+
+def read_fingerprint(results_dir: Path) -> dict | None:
+    path = Path(results_dir) / FINGERPRINT
+    return json.loads(path.read_text()) if path.is_file() else None
+
+
+def claim_table(results_dir: Path, fp: dict, fresh: bool = False) -> None:
+    """Make ``results_dir`` a table of configuration ``fp``, or refuse.
+
+    An empty folder (or a table from before fingerprints) takes ``fp``. A table of
+    another configuration is refused with one line naming the differing settings,
+    unless ``fresh``: then it is moved, with its figures and summary, into
+    ``previous/<its fingerprint>/`` and a new table starts."""
+    results_dir = Path(results_dir)
+    results_dir.mkdir(parents=True, exist_ok=True)
+    table = results_dir / "runs.csv"
+    with FileLock(str(table) + ".lock"):
+        old = read_fingerprint(results_dir)
+        if old is not None and old["id"] == fp["id"]:
+            return
+        record = dict(fp)
+        if old is not None:
+            keys = differing(old, fp)
+            if not fresh:
+                shown = ", ".join(keys[:6]) + (
+                    f" and {len(keys) - 6} more" if len(keys) > 6 else ""
+                )
+                raise ConfigError(
+                    f"{results_dir} holds runs of another configuration (fingerprint {old['id']}, "
+                    f"this run {fp['id']}; differing: {shown}); give this run its own "
+                    f"results_dir=..., or pass fresh_table=true to move the old table to "
+                    f"{results_dir / 'previous' / old['id']} and start a new one"
+                )
+            _move_aside(results_dir, old["id"])
+            record["replaces"] = {"id": old["id"], "differing": keys}
+            print(
+                f"[results] moved the table of configuration {old['id']} to previous/{old['id']}/"
+            )
+        elif table.is_file():
+            print(f"[results] {table} had no fingerprint; recording {fp['id']} for it")
+        atomic_write_json(results_dir / FINGERPRINT, record)
+
+
+def _move_aside(results_dir: Path, old_id: str) -> None:
+    dest = results_dir / "previous" / old_id
+    dest.mkdir(parents=True, exist_ok=True)
+    for path in results_dir.iterdir():
+        if path.is_file() and not path.name.endswith(".lock"):
+            shutil.move(str(path), dest / path.name)

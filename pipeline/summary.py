@@ -17,7 +17,7 @@ import numpy as np
 import pandas as pd
 
 from pipeline.cache import atomic_write_text
-from pipeline.results import read
+from pipeline.results import read, read_fingerprint
 
 MATCH = ["beta", "n_pairs", "seed"]  # what "the same setting" means in the head-to-head
 SPREAD_KEYS = ["loss", "offset", "alpha", "n_pairs", "beta"]
@@ -255,12 +255,32 @@ def _provenance(runs: pd.DataFrame) -> str:
     return f"Mixed table: some rows from the embedded stand-in, some not; scales {scale_text}."
 
 
+def _configuration(fingerprint: dict | None) -> list[str]:
+    """The table's configuration fingerprint, and what changed if it replaced another."""
+    if fingerprint is None:
+        return ["Configuration: no fingerprint recorded for this table.", ""]
+    out = [
+        f"Configuration: fingerprint `{fingerprint['id']}` (every setting but the sweep axes, "
+        "and the stages' code versions; listed in `fingerprint.json`). Every row is of this "
+        "configuration."
+    ]
+    replaced = fingerprint.get("replaces")
+    if replaced:
+        keys = ", ".join(f"`{k}`" for k in replaced["differing"]) or "none"
+        out.append(
+            f"It replaced a table of configuration `{replaced['id']}` (kept in "
+            f"`previous/{replaced['id']}/`); the settings that differ: {keys}."
+        )
+    return [*out, ""]
+
+
 def render_summary(
     runs: pd.DataFrame,
     title: str,
     kl_budgets: Sequence[float] = (0.5, 1.0, 2.0),
     area_budget: float = 2.0,
     kl_column: str = "kl",
+    fingerprint: dict | None = None,
 ) -> str:
     """The text of summary.md for a run table (see :func:`write_summary`)."""
     if not (np.isfinite(area_budget) and area_budget > 0):
@@ -269,7 +289,7 @@ def render_summary(
     sft = runs[runs["loss"] == "sft"]
     floor = float(sft["reward"].iloc[0]) if len(sft) else float("nan")
 
-    out = [f"# {title}", "", _provenance(runs), ""]
+    out = [f"# {title}", "", _provenance(runs), "", *_configuration(fingerprint)]
     if len(sft):
         out.append(
             f"SFT baseline: reward {_num(floor)} ± {_num(float(sft['reward_se'].iloc[0]))} at KL 0."
@@ -415,7 +435,8 @@ def write_summary(
     path = Path(out)
     if path.is_dir() or path.suffix == "":
         path = path / "summary.md"
-    text = render_summary(read(Path(table)), title, kl_budgets, area_budget, kl_column)
+    fingerprint = read_fingerprint(Path(table).parent)
+    text = render_summary(read(Path(table)), title, kl_budgets, area_budget, kl_column, fingerprint)
     atomic_write_text(path, text)
     return path
 

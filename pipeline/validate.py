@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
+from pipeline import PROJECT_ROOT
 from pipeline.errors import ConfigError, DataError
 from pipeline.hub import require_dataset, require_model
 from pipeline.io import read_samples_file
@@ -180,6 +181,28 @@ def _samples_file(cfg: DictConfig) -> None:
                     )
 
 
+def _threads_fixed_by_scale(cfg: DictConfig) -> None:
+    """The thread count changes floating-point sums (KL differed in the 6th digit
+    between 1 and 2 threads), and it is in no cache key: so the scale fixes it, and a
+    cached artifact always means one computation. Another count is refused."""
+    if _get(cfg, "threads") is not None:
+        _number(cfg, "threads", integer=True)
+    shipped = PROJECT_ROOT / "conf" / "scale" / f"{cfg.scale.name}.yaml"
+    fixed = (
+        OmegaConf.select(OmegaConf.load(shipped), "scale.threads")
+        if shipped.is_file()
+        else _get(cfg, "scale.threads")
+    )
+    for key in ("scale.threads", "threads"):
+        if _get(cfg, key) == fixed:
+            continue
+        raise ConfigError(
+            f"{key}={_get(cfg, key)} but scale={cfg.scale.name} fixes threads={fixed}: "
+            "the thread count changes the numbers and is not in the cache keys, so each scale "
+            "uses one (define a new scale file to use another)"
+        )
+
+
 def validate(cfg: DictConfig) -> None:
     refuse_credentials(cfg)
     _choice(cfg, "loss.name", LOSSES)
@@ -192,8 +215,13 @@ def validate(cfg: DictConfig) -> None:
     _number(cfg, "loss.alpha", strict=False)
     _number(cfg, "seed", strict=False, integer=True)
     _number(cfg, "n_pairs", integer=True)
-    if _get(cfg, "threads") is not None:
-        _number(cfg, "threads", integer=True)
+    _threads_fixed_by_scale(cfg)
+    _choice(cfg, "verify", ("fast", "full"))
+    for key in ("keep_weights", "fresh_table"):
+        if not isinstance(_get(cfg, key), bool):
+            raise ConfigError(f"{key}={_get(cfg, key)!r} must be true or false")
+    if _get(cfg, "disk_free_gb") is not None:
+        _number(cfg, "disk_free_gb", strict=False)
     for key in (
         "scale.sample.n_prompts",
         "scale.sample.n_samples",

@@ -40,20 +40,11 @@ os.environ["PYTHONPATH"] = os.pathsep.join(
 )
 netguard_module.install()
 
-# ---- one thread per test process ----------------------------------------------------
-# `make test` runs two pytest workers on two cores. Torch at its default of two threads
-# per process would oversubscribe the cores (spinning threads doubled the CPU time), and
-# micro models gain nothing from a second thread. Tests pass threads=1 (a test may
-# override it) and every BLAS/OpenMP pool in the processes they start gets one thread.
-THREADS = "threads=1"
+# ---- one thread per BLAS pool -------------------------------------------------------
+# `make test` runs two pytest workers on two cores. Torch's threads are fixed by the
+# scale (one at micro); every BLAS/OpenMP pool in the processes tests start gets one too.
 for _var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
     os.environ[_var] = "1"
-
-
-def threads_default(args: list[str] | tuple[str, ...]) -> list[str]:
-    """``threads=1`` unless the test sets threads itself (Hydra refuses a key twice)."""
-    return [] if any(a.startswith("threads=") for a in args) else [THREADS]
-
 
 # The slowest files first, so that two workers finish together (longest job first).
 SLOW_FIRST = [
@@ -66,6 +57,9 @@ SLOW_FIRST = [
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    if not os.environ.get("PYTEST_XDIST_WORKER"):
+        return  # a serial run keeps the order it was given (`make mutants` puts quick files first)
+
     def rank(item: pytest.Item) -> int:
         name = item.path.name
         return SLOW_FIRST.index(name) if name in SLOW_FIRST else len(SLOW_FIRST)
@@ -107,7 +101,6 @@ def run_cli(
         "pipeline",
         *flags,
         "scale=micro",
-        *threads_default(args),
         f"wandb.mode={wandb}",
         f"cache_dir={tmp / 'cache'}",
         f"results_dir={tmp / 'results'}",
@@ -132,7 +125,6 @@ def micro_config(tmp: Path, *overrides: str, wandb: str = "disabled"):
             "config",
             overrides=[
                 "scale=micro",
-                *threads_default(overrides),
                 f"wandb.mode={wandb}",
                 f"cache_dir={tmp / 'cache'}",
                 f"results_dir={tmp / 'results'}",

@@ -13,7 +13,7 @@ Hyperparameters
 - a size that is not an integer (scale.train.epochs=1.5); scale.sample.n_samples=1 (no pairs)
 - learning rates <= 0 (scale.train.lr, scale.sft.lr); scale.train.warmup_steps < 0
 - scale.sample.top_p > 1 and = 0; scale.sample.temperature < 0; seed < 0; seed not a number
-- data.heldout_fraction >= 1 and <= 0; threads = 0
+- data.heldout_fraction >= 1 and <= 0; threads = 0; threads other than the scale fixes
 - scale.model.n_positions shorter than the longest sequence; n_embd not a multiple of n_head
 - device not a torch device; device=cuda without a GPU (skipped where there is one)
 - wandb.mode unknown
@@ -198,6 +198,12 @@ def test_heldout_fraction_out_of_range(tmp_path: Path, fraction: str) -> None:
 
 def test_threads_zero(tmp_path: Path) -> None:
     assert_refused_at_startup(tmp_path, ["threads=0"], "threads=0")
+
+
+@pytest.mark.parametrize("override", ["threads=2", "scale.threads=2"])
+def test_threads_other_than_the_scale_fixes(tmp_path: Path, override: str) -> None:
+    # Threads change the numbers and are in no cache key, so each scale fixes them.
+    assert_refused_at_startup(tmp_path, [override], override, "scale=micro fixes threads=1")
 
 
 def test_positions_too_short(tmp_path: Path) -> None:

@@ -347,4 +347,4 @@ def test_joblib_launcher_composes():
     assert launcher.n_jobs == 2
     assert launcher.prefer == "processes"
     assert cfg.hydra.runtime.choices["hydra/launcher"] == "joblib"
-    assert cfg.threads == 2  # the default; with n_jobs=2 on 2 cores pass threads=1
+    assert cfg.threads == 2  # fixed by the embedded scale

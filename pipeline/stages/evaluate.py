@@ -116,5 +116,20 @@ def run(
     )
 
 
+def published(
+    cfg: DictConfig,
+    cache: Cache,
+    policy: Artifact,
+    sft: Artifact,
+    classifier: Artifact,
+    prompts: Artifact,
+) -> bool:
+    """Whether this evaluation of ``policy`` is already in the cache (its manifest
+    is written last, so its presence means the stage was published)."""
+    inputs = [policy, sft, classifier, prompts]
+    key = cache.key("evaluate", params(cfg), inputs, version=VERSION)
+    return (cache.root / "evaluate" / key / "manifest.json").is_file()
+
+
 def load(artifact: Artifact) -> dict:
     return json.loads((artifact / "metrics.json").read_text())

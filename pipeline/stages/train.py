@@ -149,7 +149,7 @@ def train_pairs(
     if saved is not None:
         restore_loop(saved, policy, opt, sched, gen)
         step, first_epoch, first_start = saved["step"], saved["epoch"], saved["next_start"]
-        order, rows = saved["order"], saved["rows"]
+        order, rows = saved["order"].numpy(), saved["rows"]  # saved as a tensor, see below
         for metrics, logged_step in rows:  # the curves so far, so the logs are complete
             for sink in sinks:
                 sink.log(metrics, logged_step)
@@ -215,9 +215,10 @@ def train_pairs(
                     sink.log(metrics, step)
             if checkpointer and checkpointer.due(step):
                 position = {"step": step + 1, "epoch": epoch, "next_start": start + bs}
-                checkpointer.save(
-                    loop_state(policy, opt, sched, gen, **position, order=order, rows=rows), step
-                )
+                # The order as a tensor: checkpoints load with weights_only, which refuses
+                # numpy arrays; int64 both ways, so the resumed batches are the same.
+                position["order"] = torch.from_numpy(order)
+                checkpointer.save(loop_state(policy, opt, sched, gen, **position, rows=rows), step)
             step += 1
         order = None
     policy.eval()
