@@ -99,8 +99,9 @@ def run_experiment(cfg: DictConfig) -> dict:
     failed = True
     try:
         train_art = train.run(cfg, cache, sft_art, samples_art, pairs_art, ref_art, logger)
+        eval_inputs = [train_art, sft_art, clf_art, prompts_art]
         if train_art.info.get("weights_deleted") and not evaluate.published(
-            cfg, cache, train_art, sft_art, clf_art, prompts_art
+            cfg, cache, eval_inputs
         ):
             # Its weights went after an evaluation this run cannot reuse: train again.
             print(f"[train] {train_art.key}: weights were deleted; training again to evaluate")

@@ -41,11 +41,13 @@ NOT_IN_KEY: dict[str, tuple[str, ...]] = {
 }
 
 
-# Stage name -> its code version (part of its key; a results table records them).
-STAGE_VERSIONS: dict[str, int] = {
-    m.__name__.rsplit(".", 1)[1]: m.VERSION
+# Stage name -> its module, in the order a run calls them.
+STAGE_MODULES = {
+    m.__name__.rsplit(".", 1)[1]: m
     for m in (data, prompts, sft, classifier, sample, score, pairs, reference, train, evaluate)
 }
+# Stage name -> its code version (part of its key; a results table records them).
+STAGE_VERSIONS: dict[str, int] = {name: m.VERSION for name, m in STAGE_MODULES.items()}
 
 
 def _artifact(stage: str, params: dict, inputs: list[Artifact], version: int) -> Artifact:

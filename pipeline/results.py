@@ -102,11 +102,12 @@ def read(table: Path) -> pd.DataFrame:
 # ---- one configuration per table ------------------------------------------------------
 
 
-def _leaves(node: object, prefix: str = "") -> dict[str, object]:
+def leaves(node: object, prefix: str = "") -> dict[str, object]:
+    """Full dotted key -> value for every leaf of a resolved config container."""
     if isinstance(node, dict):
         out: dict[str, object] = {}
         for k, v in node.items():
-            out.update(_leaves(v, f"{prefix}.{k}" if prefix else str(k)))
+            out.update(leaves(v, f"{prefix}.{k}" if prefix else str(k)))
         return out
     return {prefix: node}
 
@@ -123,7 +124,7 @@ def fingerprint(cfg: DictConfig) -> dict:
     skip = AXES + NOT_RESULTS + tuple(k for keys in NOT_IN_KEY.values() for k in keys)
     settings = {
         k: v
-        for k, v in _leaves(OmegaConf.to_container(cfg, resolve=True)).items()
+        for k, v in leaves(OmegaConf.to_container(cfg, resolve=True)).items()
         if not _excluded(k, skip)
     }
     body = {"settings": settings, "code": dict(STAGE_VERSIONS)}

@@ -24,32 +24,10 @@ from omegaconf import DictConfig, OmegaConf
 from omegaconf.basecontainer import BaseContainer
 
 from pipeline import plan
-from pipeline.stages import (
-    classifier,
-    data,
-    evaluate,
-    pairs,
-    prompts,
-    reference,
-    sample,
-    score,
-    sft,
-    train,
-)
+from pipeline.results import leaves
 from tests.conftest import ROOT, ledger, micro_config
 
-STAGES = {
-    "data": data,
-    "prompts": prompts,
-    "sft": sft,
-    "classifier": classifier,
-    "sample": sample,
-    "score": score,
-    "pairs": pairs,
-    "reference": reference,
-    "train": train,
-    "evaluate": evaluate,
-}
+STAGES = plan.STAGE_MODULES
 # Leaves whose generic change would not be a usable value, with one that is.
 SPECIAL_VALUES = {"samples_file": str(ROOT / "tests" / "fixtures" / "own_samples.jsonl")}
 
@@ -125,16 +103,6 @@ def recording_reads() -> Iterator[dict[str, set[str]]]:
         OmegaConf.select = staticmethod(saved["select"])
         for name, module in STAGES.items():
             module.run = wrapped[name]
-
-
-def leaves(node: object, prefix: str = "") -> dict[str, object]:
-    """Full key -> value for every leaf of a resolved config container."""
-    if isinstance(node, dict):
-        out: dict[str, object] = {}
-        for k, v in node.items():
-            out.update(leaves(v, f"{prefix}.{k}" if prefix else str(k)))
-        return out
-    return {prefix: node}
 
 
 def _config_leaves() -> dict[str, object]:

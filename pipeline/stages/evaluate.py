@@ -116,17 +116,9 @@ def run(
     )
 
 
-def published(
-    cfg: DictConfig,
-    cache: Cache,
-    policy: Artifact,
-    sft: Artifact,
-    classifier: Artifact,
-    prompts: Artifact,
-) -> bool:
-    """Whether this evaluation of ``policy`` is already in the cache (its manifest
-    is written last, so its presence means the stage was published)."""
-    inputs = [policy, sft, classifier, prompts]
+def published(cfg: DictConfig, cache: Cache, inputs: list[Artifact]) -> bool:
+    """Whether the evaluation ``run`` would make from ``inputs`` (policy, sft,
+    classifier, prompts) is in the cache: its manifest is written last."""
     key = cache.key("evaluate", params(cfg), inputs, version=VERSION)
     return (cache.root / "evaluate" / key / "manifest.json").is_file()
 

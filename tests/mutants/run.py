@@ -27,6 +27,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from catalog import MUTANTS, Mutant  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[2]
+REPORT = ROOT / "results" / "mutants" / "report.md"
 # Quick tests with a known answer first, so that most mutants are caught in a minute.
 FIRST = [
     "test_losses.py",
@@ -157,13 +158,22 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         shutil.rmtree(base, ignore_errors=True)
     missed = [m.name for m, caught, _, _ in results if not caught]
-    print(f"\n{'mutant':36s} {'result':8s} {'seconds':>7s}  first failing test")
+    lines = [f"{'mutant':36s} {'result':8s} {'seconds':>7s}  first failing test"]
     for m, caught, test, seconds in results:
-        print(f"{m.name:36s} {'caught' if caught else 'MISSED':8s} {seconds:7.0f}  {test}")
-    print(
-        f"[mutants] {len(results) - len(missed)} of {len(results)} caught in "
+        lines.append(f"{m.name:36s} {'caught' if caught else 'MISSED':8s} {seconds:7.0f}  {test}")
+    lines.append(
+        f"{len(results) - len(missed)} of {len(results)} caught in "
         f"{time.perf_counter() - total:.0f}s" + (f"; missed: {', '.join(missed)}" if missed else "")
     )
+    print("\n" + "\n".join(lines))
+    if not args.names:  # the full list: keep the report beside the other results
+        REPORT.parent.mkdir(parents=True, exist_ok=True)
+        REPORT.write_text(
+            "# make mutants\n\nEach seeded bug of tests/mutants/catalog.py applied alone to a copy "
+            "of the tree; the suite (quick files first, stopping at the first failure) must fail.\n\n"
+            "```\n" + "\n".join(lines) + "\n```\n"
+        )
+        print(f"[mutants] report written to {REPORT.relative_to(ROOT)}")
     return 0 if not missed else 1
 
 
