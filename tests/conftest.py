@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import importlib.util
 import io
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -34,6 +36,7 @@ ROOT = Path(__file__).resolve().parent.parent
 NETGUARD = ROOT / "tests" / "netguard"
 _net_log = Path(tempfile.mkdtemp(prefix="netguard-")) / "attempts.log"
 _net_log.touch()
+atexit.register(shutil.rmtree, _net_log.parent, ignore_errors=True)
 os.environ[netguard_module.LOG_ENV] = str(_net_log)
 os.environ["PYTHONPATH"] = os.pathsep.join(
     p for p in (str(NETGUARD), os.environ.get("PYTHONPATH")) if p
