@@ -59,7 +59,7 @@ def file_stat(path: Path) -> list[int]:
     return [st.st_size, st.st_mtime_ns]
 
 
-def fingerprint(directory: Path) -> tuple[dict[str, str], dict[str, list[int]]]:
+def digests_and_stats(directory: Path) -> tuple[dict[str, str], dict[str, list[int]]]:
     """sha256 and stat of every file under ``directory``, keyed by relative name."""
     files: dict[str, str] = {}
     stats: dict[str, list[int]] = {}
@@ -179,7 +179,7 @@ class Cache:
                 atomic_write_json(tmp / CONFIG, identity)
                 info = build(tmp) or {}
                 # A rename keeps sizes and mtimes, so stats taken here hold once published.
-                files, stats = fingerprint(tmp)
+                files, stats = digests_and_stats(tmp)
                 manifest = {"stage": stage, "key": key, "info": info, "files": files}
                 atomic_write_json(tmp / MANIFEST, {**manifest, "stat": stats})
                 chaos.point(f"{stage}:publish")

@@ -149,6 +149,25 @@ def read_fingerprint(results_dir: Path) -> dict | None:
     return json.loads(path.read_text()) if path.is_file() else None
 
 
+def describe_fingerprint(fingerprint: dict | None) -> list[str]:
+    """The table's configuration fingerprint, and what changed if it replaced another."""
+    if fingerprint is None:
+        return ["Configuration: no fingerprint recorded for this table.", ""]
+    out = [
+        f"Configuration: fingerprint `{fingerprint['id']}` (every setting but the sweep axes, "
+        "and the stages' code versions; listed in `fingerprint.json`). Every row is of this "
+        "configuration."
+    ]
+    replaced = fingerprint.get("replaces")
+    if replaced:
+        keys = ", ".join(f"`{k}`" for k in replaced["differing"]) or "none"
+        out.append(
+            f"It replaced a table of configuration `{replaced['id']}` (kept in "
+            f"`previous/{replaced['id']}/`); the settings that differ: {keys}."
+        )
+    return [*out, ""]
+
+
 def claim_table(results_dir: Path, fp: dict, fresh: bool = False) -> None:
     """Make ``results_dir`` a table of configuration ``fp``, or refuse.
 

@@ -17,7 +17,7 @@ import numpy as np
 import pandas as pd
 
 from pipeline.cache import atomic_write_text
-from pipeline.results import read, read_fingerprint
+from pipeline.results import describe_fingerprint, read, read_fingerprint
 
 MATCH = ["beta", "n_pairs", "seed"]  # what "the same setting" means in the head-to-head
 SPREAD_KEYS = ["loss", "offset", "alpha", "n_pairs", "beta"]
@@ -255,25 +255,6 @@ def _provenance(runs: pd.DataFrame) -> str:
     return f"Mixed table: some rows from the embedded stand-in, some not; scales {scale_text}."
 
 
-def _configuration(fingerprint: dict | None) -> list[str]:
-    """The table's configuration fingerprint, and what changed if it replaced another."""
-    if fingerprint is None:
-        return ["Configuration: no fingerprint recorded for this table.", ""]
-    out = [
-        f"Configuration: fingerprint `{fingerprint['id']}` (every setting but the sweep axes, "
-        "and the stages' code versions; listed in `fingerprint.json`). Every row is of this "
-        "configuration."
-    ]
-    replaced = fingerprint.get("replaces")
-    if replaced:
-        keys = ", ".join(f"`{k}`" for k in replaced["differing"]) or "none"
-        out.append(
-            f"It replaced a table of configuration `{replaced['id']}` (kept in "
-            f"`previous/{replaced['id']}/`); the settings that differ: {keys}."
-        )
-    return [*out, ""]
-
-
 def render_summary(
     runs: pd.DataFrame,
     title: str,
@@ -289,7 +270,7 @@ def render_summary(
     sft = runs[runs["loss"] == "sft"]
     floor = float(sft["reward"].iloc[0]) if len(sft) else float("nan")
 
-    out = [f"# {title}", "", _provenance(runs), "", *_configuration(fingerprint)]
+    out = [f"# {title}", "", _provenance(runs), "", *describe_fingerprint(fingerprint)]
     if len(sft):
         out.append(
             f"SFT baseline: reward {_num(floor)} ± {_num(float(sft['reward_se'].iloc[0]))} at KL 0."
