@@ -81,7 +81,7 @@ def _save(fig: plt.Figure, out: Path) -> Path:
 def reward_vs_kl(
     table: Path, out: Path, kl_column: str = "kl", title: str = "Sentiment control"
 ) -> Path:
-    from pipeline.summary import pareto_frontier
+    from pipeline.frontier import pareto_frontier
 
     runs, sft, stand_in = _split(results.read(table))
     sizes = sorted(runs["n_pairs"].dropna().unique()) or [None]
