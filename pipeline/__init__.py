@@ -11,3 +11,15 @@ PROJECT_ROOT = Path(__file__).resolve().parent.parent
 # (for files the project ships, such as the micro-scale fixture).
 OmegaConf.register_new_resolver("cwd", os.getcwd, replace=True)
 OmegaConf.register_new_resolver("project_root", lambda: str(PROJECT_ROOT), replace=True)
+
+
+def _by_scale(options: dict, *, _root_) -> object:
+    """``${by_scale:{micro: 3, embedded: 4, paper: 8}}``: a task's setting per scale, so
+    one task file holds every scale's data, scorer and lengths."""
+    name = _root_.scale.name
+    if name not in options:
+        raise ValueError(f"this task sets no value for scale={name} (it has {sorted(options)})")
+    return options[name]
+
+
+OmegaConf.register_new_resolver("by_scale", _by_scale, replace=True)

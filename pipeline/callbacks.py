@@ -19,14 +19,15 @@ from pipeline.cache import Cache, atomic_write_json, atomic_write_text, file_sha
 
 STAMP = ".figures_key"  # which table and spec the figures were drawn from
 SPEC = "figures.json"  # the figure spec of this results folder (kind, title)
-DEFAULT_SPEC = {"kind": "reward_vs_kl", "title": "eval reward vs KL"}
+DEFAULT_SPEC = {"kind": "reward_vs_kl", "title": "eval reward vs KL", "task": "sentiment"}
 
 
-def outputs_for(kind: str) -> list[str]:
+def outputs_for(kind: str, task: str = "sentiment") -> list[str]:
     """File names one figure kind writes (PNG and PDF of each figure, plus the summary)."""
-    from pipeline.stages.plot import FIGURES
+    from pipeline import tasks
+    from pipeline.stages.plot import figure_files
 
-    names = [name for name, _ in FIGURES[kind]]
+    names = [name for name, _ in figure_files(kind, tasks.by_name(task))]
     return names + [str(Path(n).with_suffix(".pdf")) for n in names] + ["summary.md"]
 
 
@@ -41,14 +42,16 @@ def plot_results(
     """Draw the figures of ``spec`` (default: the folder's ``figures.json``) and
     summary.md from ``runs.csv``. Skipped, and logged as reused, when the table and
     spec are unchanged since the last drawing, unless ``force``."""
-    from pipeline.stages.plot import FIGURES, draw
+    from pipeline import tasks
+    from pipeline.stages.plot import FIGURES, draw, figure_files
     from pipeline.summary import write_summary
 
     results_dir = Path(results_dir)
     table = results_dir / "runs.csv"
     if not table.is_file():
         return None
-    spec = dict(spec) if spec is not None else read_spec(results_dir)
+    spec = {**DEFAULT_SPEC, **(dict(spec) if spec is not None else read_spec(results_dir))}
+    task = tasks.by_name(spec["task"])
     if spec["kind"] not in FIGURES:
         raise ValueError(f"figures.kind={spec['kind']!r}: choose one of {sorted(FIGURES)}")
     start = time.perf_counter()
@@ -56,7 +59,7 @@ def plot_results(
     with FileLock(str(results_dir / ".figures.lock")):
         key = stable_hash({"table": file_sha256(table), "spec": spec, "v": 2})[:16]
         stamp = results_dir / STAMP
-        outputs = [results_dir / name for name in outputs_for(spec["kind"])]
+        outputs = [results_dir / name for name in outputs_for(spec["kind"], spec["task"])]
         if (
             not force
             and stamp.is_file()
@@ -67,9 +70,12 @@ def plot_results(
             return outputs[0]
         chaos.point("plot:start")
         atomic_write_json(results_dir / SPEC, spec)
-        for name, column in FIGURES[spec["kind"]]:
-            draw(spec["kind"], table, results_dir / name, column, spec["title"])
-        write_summary(table, results_dir / "summary.md", spec["title"])
+        for name, column in figure_files(spec["kind"], task):
+            draw(spec["kind"], table, results_dir / name, column, spec["title"], task)
+        write_summary(
+            table, results_dir / "summary.md", spec["title"], metric=task.metric,
+            higher_is_better=task.higher_is_better,
+        )  # fmt: skip
         atomic_write_text(stamp, key + "\n")
     Cache(cache_dir).record("plot", key, "computed", time.perf_counter() - start)
     print(f"[plot] wrote {len(outputs)} files to {results_dir}")
@@ -92,7 +98,11 @@ def log_baseline(
     if not len(sft):
         return
     row = sft.iloc[0]
-    metrics = {k: float(row[k]) for k in ("reward", "reward_se", "kl", "kl_se", "kl_exact")}
+    from pipeline import tasks
+
+    task = tasks.by_name(read_spec(results_dir)["task"])
+    names = [task.metric, f"{task.metric}_se", "kl", "kl_se", "kl_exact"]
+    metrics = {k: float(row[k]) for k in names}
     logger = RunLogger(
         wandb_cfg,
         name="sft-baseline",

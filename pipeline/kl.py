@@ -32,9 +32,11 @@ def exact_token_kl(
 
 
 def mean_and_se(values: torch.Tensor) -> tuple[float, float]:
-    """Mean and standard error of the mean."""
+    """Mean and standard error of the mean (NaN for no values)."""
     values = values.double()
     n = values.numel()
+    if n == 0:
+        return float("nan"), float("nan")
     mean = float(values.mean())
     se = float(values.std(unbiased=True) / n**0.5) if n > 1 else 0.0
     return mean, se

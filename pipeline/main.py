@@ -11,7 +11,7 @@ from pathlib import Path
 import hydra
 from omegaconf import DictConfig, OmegaConf
 
-from pipeline import PROJECT_ROOT, disk, results
+from pipeline import PROJECT_ROOT, disk, results, tasks
 from pipeline.cache import Cache, stable_hash
 from pipeline.errors import PipelineError
 from pipeline.hub import set_offline
@@ -50,6 +50,7 @@ def run_experiment(cfg: DictConfig) -> dict:
     t0 = time.perf_counter()
     set_offline(cfg.offline)
     validate(cfg)
+    task = tasks.get(cfg)
     configure_threads(cfg.threads)
     results.claim_table(Path(cfg.results_dir), results.fingerprint(cfg), bool(cfg.fresh_table))
     if not in_sweep():  # a sweep checked its whole need before its first job
@@ -61,7 +62,7 @@ def run_experiment(cfg: DictConfig) -> dict:
     sft_art = sft.run(cfg, cache, data_art)
     clf_art = classifier.run(cfg, cache, data_art)
     samples_art = sample.run(cfg, cache, sft_art, prompts_art)
-    scores_art = score.run(cfg, cache, samples_art, clf_art)
+    scores_art = score.run(cfg, cache, samples_art, clf_art, prompts_art)
     pairs_art = pairs.run(cfg, cache, scores_art)
     ref_art = reference.run(cfg, cache, sft_art, samples_art)
     train.check_offsets(cfg, pairs_art)
@@ -72,7 +73,7 @@ def run_experiment(cfg: DictConfig) -> dict:
         "beta": objective["beta"],
         "alpha": objective.get("alpha", 0.0),
         "offset": objective.get("offset", "none"),
-        "n_pairs": int(cfg.n_pairs),
+        "n_pairs": int(pairs_art.info["n_pairs"]),  # what trained (task=custom may cap it)
         "seed": int(cfg.seed),
         "scale": cfg.scale.name,
         "stand_in": bool(cfg.scale.stand_in),
@@ -127,19 +128,16 @@ def run_experiment(cfg: DictConfig) -> dict:
         )
         logger.summary(
             {f"eval/{k}": v for k, v in metrics.items()}
-            | {f"sft/{k}": base[k] for k in ("reward", "reward_se", "kl", "kl_exact")}
-            | {"classifier_accuracy": clf_art.info["accuracy"]}
+            | {f"sft/{k}": base[k] for k in (*task.columns(), "kl", "kl_exact") if k in base}
+            | {"classifier_accuracy": clf_art.info.get("accuracy") if clf_art else None}
         )
         failed = False
     finally:
         logger.finish(failed=failed)
 
-    results.upsert(Path(cfg.results_dir) / "runs.csv", [base, row])
-    print(
-        f"[run] {run_name(cfg)}: reward {row['reward']:.3f}±{row['reward_se']:.3f}, "
-        f"KL {row['kl']:.3f}±{row['kl_se']:.3f} (exact {row['kl_exact']:.3f}), "
-        f"SFT reward {base['reward']:.3f}, classifier acc {clf_art.info['accuracy']:.3f}, {time.perf_counter() - t0:.1f}s"
-    )
+    results.upsert(Path(cfg.results_dir) / "runs.csv", [base, row], task.columns())
+    print(f"[run] {run_name(cfg)}: {task.describe(row, base, clf_art.info if clf_art else {})}, "
+          f"{time.perf_counter() - t0:.1f}s")  # fmt: skip
     return row
 
 

@@ -6,6 +6,7 @@ summed over response tokens only (prompt and padding masked out).
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import torch
@@ -94,6 +95,21 @@ def load_tokenizer(path: str | Path) -> PreTrainedTokenizerFast:
     return tok
 
 
+def pad(
+    seqs: list[list[int]], pad_id: int, left: bool = False
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """(ids, mask), both (B, longest): each sequence right-padded with ``pad_id`` (or
+    left-padded, so that generation continues from every row's last real token)."""
+    width = max(len(s) for s in seqs)
+    ids = torch.full((len(seqs), width), pad_id, dtype=torch.long)
+    mask = torch.zeros_like(ids)
+    for b, s in enumerate(seqs):
+        cols = slice(width - len(s), width) if left else slice(0, len(s))
+        ids[b, cols] = torch.tensor(s, dtype=torch.long)
+        mask[b, cols] = 1
+    return ids, mask
+
+
 def join(
     prompts: list[list[int]], responses: list[list[int]], pad_id: int
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -103,13 +119,9 @@ def join(
     is 1 where the *target* token (position t) belongs to the response.
     """
     seqs = [p + r for p, r in zip(prompts, responses, strict=True)]
-    width = max(len(s) for s in seqs)
-    input_ids = torch.full((len(seqs), width), pad_id, dtype=torch.long)
-    attention = torch.zeros((len(seqs), width), dtype=torch.long)
-    response = torch.zeros((len(seqs), width), dtype=torch.float32)
+    input_ids, attention = pad(seqs, pad_id)
+    response = torch.zeros(input_ids.shape, dtype=torch.float32)
     for b, (p, s) in enumerate(zip(prompts, seqs, strict=True)):
-        input_ids[b, : len(s)] = torch.tensor(s)
-        attention[b, : len(s)] = 1
         response[b, len(p) : len(s)] = 1.0
     return input_ids, attention, response
 
@@ -167,12 +179,8 @@ def sample(
     batches = range(0, len(rows), batch_size)
     for start in tqdm(batches, desc="sampling", disable=not progress, leave=False):
         chunk = rows[start : start + batch_size]
-        width = max(len(p) for p in chunk)
-        ids = torch.full((len(chunk), width), pad_id, dtype=torch.long)
-        mask = torch.zeros_like(ids)
-        for b, p in enumerate(chunk):
-            ids[b, width - len(p) :] = torch.tensor(p)
-            mask[b, width - len(p) :] = 1
+        ids, mask = pad(chunk, pad_id, left=True)
+        width = ids.shape[1]
         kwargs = (
             {"do_sample": True, "temperature": temperature, "top_p": top_p, "top_k": 0}
             if do_sample
@@ -193,3 +201,12 @@ def sample(
 
 def _device(model: torch.nn.Module) -> torch.device:
     return next(model.parameters()).device
+
+
+def max_positions(model_dir: Path) -> int | None:
+    """The longest sequence a saved model takes (None when its config does not say)."""
+    config = json.loads((Path(model_dir) / "config.json").read_text())
+    for name in ("n_positions", "max_position_embeddings", "n_ctx"):
+        if isinstance(config.get(name), int):
+            return config[name]
+    return None

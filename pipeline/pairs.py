@@ -9,14 +9,15 @@ import numpy as np
 def all_pairs(scores: np.ndarray) -> np.ndarray:
     """scores: (n_prompts, n_samples). Returns int array (n_pairs, 3) of
     (prompt, chosen, rejected) for every unordered pair with different scores.
-    Ties are excluded. Order is deterministic (prompt, then i < j)."""
+    Ties and NaN scores are excluded. Order is deterministic (prompt, then i < j)."""
     scores = np.asarray(scores)
     n_prompts, n_samples = scores.shape
     i, j = np.triu_indices(n_samples, k=1)
     rows = []
     for p in range(n_prompts):
         s = scores[p]
-        keep = s[i] != s[j]
+        # NaN marks a missing response (groups of different sizes): it pairs with nothing.
+        keep = (s[i] != s[j]) & ~np.isnan(s[i]) & ~np.isnan(s[j])
         ii, jj = i[keep], j[keep]
         first_wins = s[ii] > s[jj]
         chosen = np.where(first_wins, ii, jj)

@@ -11,10 +11,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
+from pipeline import tasks
 from pipeline.cache import Artifact, Cache
-from pipeline.io import read_samples_file
 from pipeline.stages import (
     classifier,
     data,
@@ -54,15 +54,6 @@ def _artifact(stage: str, params: dict, inputs: list[Artifact], version: int) ->
     return Artifact(stage, Cache.identity_key(stage, params, inputs, version), Path())
 
 
-def samples_info(cfg: DictConfig) -> dict:
-    """What the score stage learns from the sample stage before it runs."""
-    if not OmegaConf.select(cfg, "samples_file"):
-        return {}
-    digest = sample.params(cfg)["samples_file_sha256"]
-    given = read_samples_file(sample.samples_path(cfg))[0]["scores"] is not None
-    return {"samples_file_sha256": digest, "given_scores": given}
-
-
 def stage_keys(cfg: DictConfig) -> dict[str, str]:
     """stage -> cache key for the run ``cfg`` describes. ``evaluate`` is the trained
     policy's evaluation, ``evaluate_sft`` the SFT baseline's."""
@@ -70,14 +61,17 @@ def stage_keys(cfg: DictConfig) -> dict[str, str]:
     a["data"] = _artifact("data", data.params(cfg), [], data.VERSION)
     a["prompts"] = _artifact("prompts", prompts.params(cfg), [a["data"]], prompts.VERSION)
     a["sft"] = _artifact("sft", sft.params(cfg), [a["data"]], sft.VERSION)
-    a["classifier"] = _artifact(
-        "classifier", classifier.params(cfg), [a["data"]], classifier.VERSION
-    )
-    info = samples_info(cfg)
-    sample_inputs = [a["sft"]] if info else [a["sft"], a["prompts"]]
-    a["sample"] = _artifact("sample", sample.params(cfg), sample_inputs, sample.VERSION)
-    score_inputs = [a["sample"]] if info.get("given_scores") else [a["sample"], a["classifier"]]
-    a["score"] = _artifact("score", score.params(info), score_inputs, score.VERSION)
+    if cfg.scorer.name:  # a task may name no scorer (task=custom)
+        a["classifier"] = _artifact(
+            "classifier", classifier.params(cfg), [a["data"]], classifier.VERSION
+        )
+    a["sample"] = _artifact("sample", sample.params(cfg), [a["sft"], a["prompts"]], sample.VERSION)
+    if tasks.get(cfg).given_samples_params(cfg) is not None:  # the task's own scores
+        a["score"] = _artifact("score", {"given": True}, [a["sample"]], score.VERSION)
+    else:
+        a["score"] = _artifact(
+            "score", score.params(cfg), [a["sample"], a["classifier"]], score.VERSION
+        )
     a["pairs"] = _artifact("pairs", pairs.params(cfg), [a["score"]], pairs.VERSION)
     a["reference"] = _artifact(
         "reference", reference.params(cfg), [a["sft"], a["sample"]], reference.VERSION
@@ -92,7 +86,7 @@ def stage_keys(cfg: DictConfig) -> dict[str, str]:
         a[name] = _artifact(
             "evaluate",
             evaluate.params(cfg),
-            [policy, a["sft"], a["classifier"], a["prompts"]],
+            [x for x in (policy, a["sft"], a.get("classifier"), a["prompts"]) if x],
             evaluate.VERSION,
         )
     return {name: art.key for name, art in a.items()}

@@ -39,9 +39,9 @@ NOT_RESULTS = (
 )
 
 IDENTITY = ["loss", "beta", "alpha", "offset", "n_pairs", "seed"]
-COLUMNS = IDENTITY + [
-    "reward",
-    "reward_se",
+# The task's result columns (``Task.columns``: sentiment's reward, reward_se) go between.
+METRICS = ["reward", "reward_se"]
+RUN_COLUMNS = [
     "kl",
     "kl_se",
     "kl_exact",
@@ -55,12 +55,17 @@ COLUMNS = IDENTITY + [
 ]
 
 
-def upsert(table: Path, rows: list[dict]) -> pd.DataFrame:
-    """Insert rows, replacing any earlier row with the same identity columns."""
+COLUMNS = IDENTITY + METRICS + RUN_COLUMNS
+
+
+def upsert(table: Path, rows: list[dict], metrics: list[str] = METRICS) -> pd.DataFrame:
+    """Insert rows, replacing any earlier row with the same identity columns. ``metrics``:
+    the task's result columns."""
     table.parent.mkdir(parents=True, exist_ok=True)
+    columns = IDENTITY + list(metrics) + RUN_COLUMNS
     with FileLock(str(table) + ".lock"):
-        old = read(table) if table.is_file() else pd.DataFrame(columns=COLUMNS)
-        new = pd.DataFrame(rows).reindex(columns=COLUMNS)
+        old = read(table) if table.is_file() else pd.DataFrame(columns=columns)
+        new = pd.DataFrame(rows).reindex(columns=columns)
         both = pd.concat([df for df in (old, new) if len(df)], ignore_index=True)
         both = both[~identity_keys(both).duplicated(keep="last")]
         for col in ("n_pairs", "seed", "n_eval"):
@@ -99,6 +104,15 @@ def read(table: Path) -> pd.DataFrame:
     return pd.read_csv(table, keep_default_na=True)
 
 
+def as_reward(df: pd.DataFrame, metric: str) -> pd.DataFrame:
+    """The table with the task's metric (and its SE) in the ``reward`` columns, which the
+    summary and figures read (a table may also hold a scorer's reward: dropped here)."""
+    if metric == "reward":
+        return df
+    df = df.drop(columns=["reward", "reward_se"], errors="ignore")
+    return df.rename(columns={metric: "reward", f"{metric}_se": "reward_se"})
+
+
 # ---- one configuration per table ------------------------------------------------------
 
 
@@ -120,8 +134,13 @@ def fingerprint(cfg: DictConfig) -> dict:
     """Every resolved setting that is not a sweep axis and can change a number, plus
     the code version of every stage; ``id`` hashes both."""
     from pipeline.plan import NOT_IN_KEY, STAGE_VERSIONS
+    from pipeline.scorers import SCORERS
 
     skip = AXES + NOT_RESULTS + tuple(k for keys in NOT_IN_KEY.values() for k in keys)
+    # A task's scorer block holds every scale's scorer settings; only the chosen scorer's count.
+    own = SCORERS[cfg.scorer.name].KEYS if cfg.scorer.name in SCORERS else ()
+    used = ("name", "min_accuracy", "max_eval_rows", *own)
+    skip += tuple(f"scorer.{k}" for k in cfg.scorer if k not in used)
     settings = {
         k: v
         for k, v in leaves(OmegaConf.to_container(cfg, resolve=True)).items()

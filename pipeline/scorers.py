@@ -1,41 +1,62 @@
-"""Reward classifiers behind one interface: texts -> p(good label) in [0, 1].
+"""Scorers behind one interface: texts -> the probability of one label, in [0, 1]
+(p(positive) for sentiment, p(toxic) for toxicity: the task says which way is better).
 
-Registry SCORERS: name -> (train_or_prepare, load). ``tfidf_logreg`` is the
-embedded stand-in (trained here on the labelled stand-in reviews);
-``hf_pipeline`` is the paper's published classifier through ``transformers``;
-``keyword`` is a known-answer scorer (a count of listed words) whose optimum is
-certain, so tests can check that training moves the policy the right way.
+Registry ``SCORERS``: ``scorer.name`` -> a class with ``KEYS`` (the settings it reads,
+which alone enter the classifier stage's cache key), ``prepare`` (train or record it into
+a folder, once) and a constructor from that folder. ``tfidf_logreg`` is the embedded
+sentiment stand-in (trained here on labelled rows); ``hf_pipeline`` any transformers
+text-classification model (the paper's classifiers); ``keyword`` a known-answer scorer
+(a count of listed words) whose optimum is certain, so tests can check that training
+moves the policy the right way.
 """
 
 from __future__ import annotations
 
 import json
 import re
-from collections.abc import Callable
 from pathlib import Path
 from typing import Protocol
 
 import numpy as np
-from omegaconf import DictConfig
+from omegaconf import DictConfig, ListConfig, OmegaConf
 
+from pipeline import tasks
+from pipeline.checks import at_most, choice, get, hub_or_local, number
 from pipeline.errors import ConfigError, first_line
 from pipeline.hub import require_model
 
 
 class Scorer(Protocol):
-    def p_positive(self, texts: list[str]) -> np.ndarray: ...
+    KEYS: tuple[str, ...]
+
+    def prob(self, texts: list[str]) -> np.ndarray: ...
 
 
 # ---- embedded stand-in: TF-IDF (word 1-2 grams) + logistic regression -------------
 
 
 class SklearnScorer:
-    def __init__(self, path: Path) -> None:
+    KEYS = ("max_ngram", "min_df", "C")
+
+    @staticmethod
+    def check(cfg: DictConfig) -> None:
+        number(cfg, "scorer.max_ngram", integer=True)
+        number(cfg, "scorer.min_df")
+        number(cfg, "scorer.C")
+
+    def __init__(self, scorer_cfg: DictConfig, path: Path, device: str) -> None:
         import joblib
 
-        self.model = joblib.load(path)
+        self.model = joblib.load(path / "classifier.joblib")
 
-    def p_positive(self, texts: list[str]) -> np.ndarray:
+    @staticmethod
+    def prepare(scorer_cfg: DictConfig, train: list[dict], out: Path, download_dir: Path) -> None:
+        labelled = [r for r in train if r.get("label") is not None]
+        fit_tfidf_logreg(
+            [r["text"] for r in labelled], [r["label"] for r in labelled], scorer_cfg, out
+        )
+
+    def prob(self, texts: list[str]) -> np.ndarray:
         return self.model.predict_proba(texts)[:, 1]
 
 
@@ -65,11 +86,30 @@ class KeywordScorer:
     inside words too) and p = k / (k + half), so p = 0.5 at ``half`` occurrences and
     more is always better. Its optimum is certain, unlike a classifier's."""
 
-    def __init__(self, keywords: list[str], half: float) -> None:
-        self.pattern = re.compile("|".join(re.escape(str(w)) for w in keywords), re.IGNORECASE)
-        self.half = float(half)
+    KEYS = ("keywords", "half")
 
-    def p_positive(self, texts: list[str]) -> np.ndarray:
+    @staticmethod
+    def check(cfg: DictConfig) -> None:
+        words = get(cfg, "scorer.keywords")
+        if (
+            not isinstance(words, ListConfig)
+            or not words
+            or not all(isinstance(w, str) and w.strip() for w in words)
+        ):
+            raise ConfigError(f"scorer.keywords={words!r} must be a non-empty list of strings")
+        number(cfg, "scorer.half")
+
+    def __init__(self, scorer_cfg: DictConfig, path: Path, device: str) -> None:
+        words = list(scorer_cfg.keywords)
+        self.pattern = re.compile("|".join(re.escape(str(w)) for w in words), re.IGNORECASE)
+        self.half = float(scorer_cfg.half)
+
+    @staticmethod
+    def prepare(scorer_cfg: DictConfig, train: list[dict], out: Path, download_dir: Path) -> None:
+        spec = {"keywords": list(scorer_cfg.keywords), "half": scorer_cfg.half}
+        (out / "scorer.json").write_text(json.dumps(spec))
+
+    def prob(self, texts: list[str]) -> np.ndarray:
         counts = np.array([len(self.pattern.findall(t)) for t in texts], dtype=np.float64)
         return counts / (counts + self.half)
 
@@ -78,7 +118,20 @@ class KeywordScorer:
 
 
 class HFPipelineScorer:
-    def __init__(self, scorer_cfg: DictConfig, device: str) -> None:
+    KEYS = ("model", "label", "batch_size")
+
+    @staticmethod
+    def check(cfg: DictConfig) -> None:
+        number(cfg, "scorer.batch_size", integer=True)
+        if not isinstance(get(cfg, "scorer.label"), str):
+            raise ConfigError(f"scorer.label={get(cfg, 'scorer.label')!r} must be a label name")
+        hub_or_local(cfg, "scorer.model", require_model)
+
+    @staticmethod
+    def prepare(scorer_cfg: DictConfig, train: list[dict], out: Path, download_dir: Path) -> None:
+        (out / "scorer.json").write_text(json.dumps({"model": scorer_cfg.model}))
+
+    def __init__(self, scorer_cfg: DictConfig, path: Path, device: str) -> None:
         from transformers import pipeline
 
         require_model(scorer_cfg.model, "scorer.model")
@@ -91,43 +144,81 @@ class HFPipelineScorer:
                 f"scorer.model={scorer_cfg.model!r} could not be loaded: {first_line(e)}"
             ) from None
         labels = set(self.pipe.model.config.id2label.values())
-        if scorer_cfg.positive_label not in labels:
+        if scorer_cfg.label not in labels:
             raise ConfigError(
-                f"scorer.positive_label={scorer_cfg.positive_label!r} is not one of the model's labels {sorted(labels)}"
+                f"scorer.label={scorer_cfg.label!r} is not one of the model's labels {sorted(labels)}"
             )
-        self.positive = scorer_cfg.positive_label
+        self.label = scorer_cfg.label
         self.batch_size = scorer_cfg.batch_size
 
-    def p_positive(self, texts: list[str]) -> np.ndarray:
+    def prob(self, texts: list[str]) -> np.ndarray:
         outputs = self.pipe(texts, batch_size=self.batch_size, truncation=True)
         return np.array(
-            [next(o["score"] for o in out if o["label"] == self.positive) for out in outputs]
+            [next(o["score"] for o in out if o["label"] == self.label) for out in outputs]
         )
 
 
-def prepare(scorer_cfg: DictConfig, train: list[dict], out: Path) -> None:
-    """Train (or record) the scorer into ``out``."""
-    if scorer_cfg.name == "tfidf_logreg":
-        labelled = [r for r in train if r["label"] is not None]
-        fit_tfidf_logreg(
-            [r["text"] for r in labelled], [r["label"] for r in labelled], scorer_cfg, out
-        )
-    elif scorer_cfg.name == "hf_pipeline":
-        (out / "scorer.json").write_text(json.dumps({"model": scorer_cfg.model}))
-    elif scorer_cfg.name == "keyword":
-        spec = {"keywords": list(scorer_cfg.keywords), "half": scorer_cfg.half}
-        (out / "scorer.json").write_text(json.dumps(spec))
-    else:
-        raise ValueError(f"unknown scorer {scorer_cfg.name!r}")
+# ---- toxicity stand-in: the scikit-learn model of alt-profanity-check 1.9.1 -------------
+
+
+class ProfanityScorer:
+    """STAND-IN for the paper's toxicity classifier: p(offensive) from the linear model
+    that ``alt-profanity-check==1.9.1`` ships (read from its wheel, not installed)."""
+
+    KEYS: tuple[str, ...] = ()
+
+    @staticmethod
+    def check(cfg: DictConfig) -> None:
+        pass
+
+    @staticmethod
+    def prepare(scorer_cfg: DictConfig, train: list[dict], out: Path, download_dir: Path) -> None:
+        from pipeline.toxic_data import prepare_profanity
+
+        prepare_profanity(out, download_dir)
+
+    def __init__(self, scorer_cfg: DictConfig, path: Path, device: str) -> None:
+        from pipeline.toxic_data import ProfanityScorer as Model
+
+        self.model = Model(path)
+
+    def prob(self, texts: list[str]) -> np.ndarray:
+        return self.model.prob(texts)
+
+
+SCORERS: dict[str, type] = {
+    "profanity": ProfanityScorer,
+    "tfidf_logreg": SklearnScorer,
+    "hf_pipeline": HFPipelineScorer,
+    "keyword": KeywordScorer,
+}
+
+
+def params(scorer_cfg: DictConfig) -> dict:
+    """The settings that make this scorer: its name, its own keys, and how many held-out
+    rows measure it (not the accuracy bar it is checked against)."""
+    keys = ("name", "max_eval_rows", *SCORERS[scorer_cfg.name].KEYS)
+    values = {k: scorer_cfg[k] for k in keys}  # only these are read (the key's inputs)
+    return {k: OmegaConf.to_container(v) if isinstance(v, ListConfig) else v
+            for k, v in values.items()}  # fmt: skip
+
+
+def check(cfg: DictConfig) -> None:
+    """The scorer's settings, before any work (each scorer checks its own keys)."""
+    if get(cfg, "scorer.name") is None and not tasks.get(cfg).labelled:
+        return  # task=custom may name no scorer
+    choice(cfg, "scorer.name", SCORERS)
+    number(cfg, "scorer.max_eval_rows", integer=True)
+    number(cfg, "scorer.min_accuracy", strict=False)
+    at_most(cfg, "scorer.min_accuracy", 1)
+    SCORERS[cfg.scorer.name].check(cfg)
+
+
+def prepare(scorer_cfg: DictConfig, train: list[dict], out: Path, download_dir: Path) -> None:
+    """Train (or record) the scorer into ``out`` (a scorer in a wheel is kept in
+    ``download_dir`` after its one download)."""
+    SCORERS[scorer_cfg.name].prepare(scorer_cfg, train, out, Path(download_dir))
 
 
 def load(scorer_cfg: DictConfig, path: Path, device: str = "cpu") -> Scorer:
-    loaders: dict[str, Callable[[], Scorer]] = {
-        "tfidf_logreg": lambda: SklearnScorer(path / "classifier.joblib"),
-        "hf_pipeline": lambda: HFPipelineScorer(scorer_cfg, device),
-        "keyword": lambda: KeywordScorer(list(scorer_cfg.keywords), scorer_cfg.half),
-    }
-    return loaders[scorer_cfg.name]()
-
-
-SCORERS = ("tfidf_logreg", "hf_pipeline", "keyword")
+    return SCORERS[scorer_cfg.name](scorer_cfg, Path(path), device)

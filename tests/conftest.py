@@ -60,6 +60,8 @@ SLOW_FIRST = [
     "test_concurrency.py",
     "test_behaviour.py",
     "test_bad_input.py",
+    "test_tasks.py",
+    "test_custom_task.py",
 ]
 
 

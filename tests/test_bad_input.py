@@ -33,25 +33,20 @@ Unknown names
 Models and data sets
 - scale.model.pretrained=/nonexistent (a path that does not exist)
 - a hub model while offline (scale=paper; scale.model.pretrained=<hub id>); the hub scorer
-  while offline (scorer=sentiment_paper); the hub data set while offline (data=sentiment_paper)
+  while offline (scorer.name=hf_pipeline); the hub data set while offline (data.source=hub)
 
 Data file (data.path)
 - missing file; empty file; a row with empty text (data stage); no text column (data stage);
   an unsupported extension (data stage); a label that is not 0/1 (data stage)
 
-samples_file
-- missing file; empty file; a line that is not JSON; a line that is not a JSON object;
-  no "prompt"; no "responses"; "responses" not a list; an empty response; a blank response;
-  a response that is not a string; a prompt with one response; different numbers of
-  responses on two lines; scores of the wrong length; a non-numeric score; a NaN score;
-  scores on some lines only; a file that is not UTF-8; a response longer than the model's
-  n_positions (sample stage); n_pairs beyond the file's pairs
-- offsets where they are undefined: scores that all tie (no pairs with different scores,
-  so n_pairs cannot be met); offset=log_ratio on a score <= 0 (negative and zero);
-  log_ratio on zero scores and log_diff on ties through train.pair_offsets (in-process)
-
-Well-formed samples files (tests/fixtures/own_samples*.jsonl) run end to end, with and
-without scores: the control for the samples_file cases above.
+task=custom (tests/test_custom_task.py runs well-formed files end to end)
+- samples_file (replaced by task=custom) is refused, naming task=custom
+- no data.path; a missing file; a line that is not JSON (command line); a line that is not
+  an object; no prompt; a score that is not a number; a NaN score; scores and responses of
+  different lengths; a flat row without its score; a response longer than the model's
+  positions (sample stage); scores that all tie (no pairs); offset=log_ratio on a score <= 0
+- offsets where they are undefined: log_ratio on zero scores and log_diff on ties through
+  train.pair_offsets (in-process)
 """
 
 from __future__ import annotations
@@ -59,15 +54,12 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
 
-from tests.conftest import ROOT, ledger, run_cli, run_in_process
+from tests.conftest import ROOT, run_cli, run_in_process
 
 FIXTURES = ROOT / "tests" / "fixtures"
-OWN_SAMPLES = FIXTURES / "own_samples.jsonl"
-OWN_SAMPLES_SCORED = FIXTURES / "own_samples_scored.jsonl"
 
 
 def assert_clean_failure(
@@ -318,11 +310,17 @@ def test_hub_model_id_while_offline(tmp_path: Path) -> None:
 
 
 def test_hub_scorer_while_offline(tmp_path: Path) -> None:
-    assert_refused_at_startup(tmp_path, ["scorer=sentiment_paper"], "scorer.model", "offline")
+    args = [
+        "scorer.name=hf_pipeline",
+        "scorer.model=lvwerra/distilbert-imdb",
+        "scorer.label=POSITIVE",
+    ]
+    assert_refused_at_startup(tmp_path, args, "scorer.model", "offline")
 
 
 def test_hub_data_set_while_offline(tmp_path: Path) -> None:
-    assert_refused_at_startup(tmp_path, ["data=sentiment_paper"], "data.name", "offline")
+    args = ["data.source=hub", "data.name=stanfordnlp/imdb"]
+    assert_refused_at_startup(tmp_path, args, "data.name", "offline")
 
 
 # ---- the data file --------------------------------------------------------------------
@@ -366,163 +364,95 @@ def test_data_label_not_binary(tmp_path: Path) -> None:
     assert_clean_failure(tmp_path, [f"data.path={bad}"], str(bad), "label")
 
 
-# ---- samples_file ---------------------------------------------------------------------
+# ---- task=custom: your own scored data (samples_file is replaced by it) ---------------
 
 
-def fixture_rows() -> list[dict]:
-    return [json.loads(line) for line in OWN_SAMPLES.read_text().splitlines()]
+CUSTOM = FIXTURES / "custom_grouped.jsonl"
 
 
-def samples_file(tmp: Path, rows: list, bad_line: str | None = None) -> Path:
-    """A samples file of ``rows`` (dicts, or raw strings written as they are), with
-    ``bad_line`` replacing line 3 when given."""
-    lines = [r if isinstance(r, str) else json.dumps(r) for r in rows]
+def custom_file(tmp: Path, bad_line: str | None = None) -> Path:
+    """The grouped fixture, with line 3 replaced by ``bad_line`` when given."""
+    lines = CUSTOM.read_text().splitlines()
     if bad_line is not None:
         lines[2] = bad_line
-    path = tmp / "own.jsonl"
+    path = tmp / "mine.jsonl"
     path.write_text("\n".join(lines) + "\n")
     return path
 
 
-def assert_bad_line(tmp: Path, bad: dict | str, *needles: str, args: tuple = ()) -> None:
-    """Line 3 of an otherwise good samples file is ``bad``: refused, naming file and line."""
-    line = bad if isinstance(bad, str) else json.dumps(bad)
-    path = samples_file(tmp, fixture_rows(), line)
-    assert_refused_at_startup(tmp, [f"samples_file={path}", *args], str(path), "line 3", *needles)
+def assert_bad_custom_line(tmp: Path, bad: str, *needles: str) -> None:
+    path = custom_file(tmp, bad)
+    assert_refused_at_startup(
+        tmp, ["task=custom", f"data.path={path}"], str(path), "line 3", *needles
+    )
 
 
-def test_samples_file_not_json_from_the_command_line(tmp_path: Path) -> None:
-    path = samples_file(tmp_path, fixture_rows(), '{"prompt": "The film", "responses": [" is')
-    assert_clean_failure(tmp_path, [f"samples_file={path}"], str(path), "line 3", cli=True)
+def test_samples_file_is_refused_naming_task_custom(tmp_path: Path) -> None:
+    assert_refused_at_startup(tmp_path, [f"samples_file={CUSTOM}"], "samples_file", "task=custom")
 
 
-def test_samples_file_missing(tmp_path: Path) -> None:
+def test_custom_without_a_file(tmp_path: Path) -> None:
+    assert_refused_at_startup(tmp_path, ["task=custom"], "data.path")
+
+
+def test_custom_file_missing(tmp_path: Path) -> None:
     missing = tmp_path / "nope.jsonl"
-    assert_refused_at_startup(tmp_path, [f"samples_file={missing}"], str(missing), "does not exist")
+    assert_refused_at_startup(
+        tmp_path, ["task=custom", f"data.path={missing}"], str(missing), "does not exist"
+    )
 
 
-def test_samples_file_empty(tmp_path: Path) -> None:
-    path = tmp_path / "own.jsonl"
-    path.write_text("\n\n")
-    assert_refused_at_startup(tmp_path, [f"samples_file={path}"], str(path), "empty")
-
-
-def test_samples_file_not_json(tmp_path: Path) -> None:
-    assert_bad_line(tmp_path, '{"prompt": "The film", "responses": [" is', "not valid JSON")
-
-
-def test_samples_file_not_an_object(tmp_path: Path) -> None:
-    assert_bad_line(tmp_path, '["The film", " is fine.", " is dull."]', "JSON object")
-
-
-def test_samples_file_no_prompt(tmp_path: Path) -> None:
-    assert_bad_line(tmp_path, {"responses": [" is fine.", " is dull."]}, "prompt")
-
-
-def test_samples_file_no_responses(tmp_path: Path) -> None:
-    assert_bad_line(tmp_path, {"prompt": "The film"}, "responses")
-
-
-def test_samples_file_responses_not_a_list(tmp_path: Path) -> None:
-    assert_bad_line(tmp_path, {"prompt": "The film", "responses": " is fine."}, "a list")
-
-
-@pytest.mark.parametrize("empty", ["", "   "])
-def test_samples_file_empty_response(tmp_path: Path, empty: str) -> None:
-    bad = {"prompt": "The film", "responses": [" is fine.", empty, " is dull.", " is fun."]}
-    assert_bad_line(tmp_path, bad, "response 1 is empty")
-
-
-def test_samples_file_response_not_a_string(tmp_path: Path) -> None:
-    bad = {"prompt": "The film", "responses": [" is fine.", 3, " is dull.", " is fun."]}
-    assert_bad_line(tmp_path, bad, "response 1 is not a string")
-
-
-def test_samples_file_one_response(tmp_path: Path) -> None:
-    assert_bad_line(tmp_path, {"prompt": "The film", "responses": [" is fine."]}, "at least 2")
-
-
-def test_samples_file_different_response_counts(tmp_path: Path) -> None:
-    bad = {"prompt": "The film", "responses": [" is fine.", " is dull.", " is fun."]}
-    assert_bad_line(tmp_path, bad, "same number")
-
-
-def scored(row: dict, scores: list) -> str:
-    return json.dumps({**row, "scores": scores})
-
-
-def test_samples_file_scores_wrong_length(tmp_path: Path) -> None:
-    path = samples_file(tmp_path, fixture_rows()[:2] + [scored(fixture_rows()[2], [1.0, 2.0])])
-    assert_refused_at_startup(tmp_path, [f"samples_file={path}"], "line 3", "2 scores for 4")
-
-
-def scored_rows() -> list[dict]:
-    return [json.loads(line) for line in OWN_SAMPLES_SCORED.read_text().splitlines()]
-
-
-def test_samples_file_scores_not_numbers(tmp_path: Path) -> None:
-    rows = scored_rows()
-    path = samples_file(tmp_path, rows, scored(rows[2], [1.0, "high", 2.0, 3.0]))
-    assert_refused_at_startup(tmp_path, [f"samples_file={path}"], "line 3", "score 1 ('high')")
-
-
-def test_samples_file_scores_nan(tmp_path: Path) -> None:
-    rows = scored_rows()
-    path = samples_file(tmp_path, rows, scored(rows[2], [1.0, 2.0, float("nan"), 4.0]))
-    assert "NaN" in path.read_text().splitlines()[2]  # JSON's NaN literal, as Python writes it
-    assert_refused_at_startup(tmp_path, [f"samples_file={path}"], "line 3", "score 2 is nan")
-
-
-def test_samples_file_scores_on_some_lines(tmp_path: Path) -> None:
-    path = samples_file(tmp_path, fixture_rows(), scored(fixture_rows()[2], [1, 2, 3, 4]))
-    assert_refused_at_startup(tmp_path, [f"samples_file={path}"], "line 3", "every line or on none")
-
-
-def test_samples_file_not_utf8(tmp_path: Path) -> None:
-    path = samples_file(tmp_path, fixture_rows())
-    lines = path.read_bytes().split(b"\n")
-    lines[2] = lines[2].replace(b"The story", b"The st\xf6ry")
-    path.write_bytes(b"\n".join(lines))
-    assert_refused_at_startup(tmp_path, [f"samples_file={path}"], "line 3", "UTF-8")
-
-
-def test_samples_file_response_too_long(tmp_path: Path) -> None:
-    long = " is " + " and ".join(["wonderful", "funny", "charming", "moving"] * 4) + "."
-    rows = fixture_rows()
-    rows[2]["responses"][1] = long
-    path = samples_file(tmp_path, rows)
+def test_custom_line_not_json_from_the_command_line(tmp_path: Path) -> None:
+    path = custom_file(tmp_path, '{"prompt": "The film", "responses": [" is')
     assert_clean_failure(
-        tmp_path, [f"samples_file={path}"], str(path), "line 3", "response 1", "32 positions"
+        tmp_path, ["task=custom", f"data.path={path}"], str(path), "line 3", cli=True
+    )
+
+
+@pytest.mark.parametrize(
+    ("bad", "needle"),
+    [
+        ('["a", "b"]', "object"),
+        ('{"responses": ["a", "b"], "scores": [1, 2]}', "prompt"),
+        ('{"prompt": "p", "responses": ["a", "b"], "scores": [1, "high"]}', "score"),
+        ('{"prompt": "p", "responses": ["a", "b"], "scores": [1, NaN]}', "score"),
+        ('{"prompt": "p", "responses": ["a", "b"], "scores": [1]}', "line 3"),
+        ('{"prompt": "p", "text": "a"}', "reward"),
+    ],
+    ids=["not-an-object", "no-prompt", "score-not-a-number", "score-nan", "lengths", "no-score"],
+)
+def test_custom_malformed_line(tmp_path: Path, bad: str, needle: str) -> None:
+    assert_bad_custom_line(tmp_path, bad, needle)
+
+
+def test_custom_response_too_long(tmp_path: Path) -> None:
+    long = " and".join(["wonderful", "funny", "charming", "moving"] * 12)
+    row = {"prompt": "The film", "responses": [" is good.", long], "scores": [1.0, 2.0]}
+    path = custom_file(tmp_path, json.dumps(row))
+    assert_clean_failure(
+        tmp_path, ["task=custom", f"data.path={path}"], str(path), "line 3", "positions"
     )
     assert not (tmp_path / "cache" / "score").exists()
 
 
-def test_samples_file_n_pairs_beyond_file(tmp_path: Path) -> None:
-    # 30 prompts x C(4, 2) = 180 pairs
-    assert_refused_at_startup(
-        tmp_path, [f"samples_file={OWN_SAMPLES}", "n_pairs=181"], "n_pairs=181", "180"
+def test_custom_scores_all_tie(tmp_path: Path) -> None:
+    rows = [json.loads(line) for line in CUSTOM.read_text().splitlines() if line.strip()]
+    path = tmp_path / "ties.jsonl"
+    path.write_text(
+        "".join(json.dumps({**r, "scores": [2.0] * len(r["scores"])}) + "\n" for r in rows)
     )
-
-
-def test_samples_file_scores_all_tie(tmp_path: Path) -> None:
-    rows = [scored(r, [2.0] * 4) for r in fixture_rows()]
-    path = samples_file(tmp_path, rows)
-    assert_refused_at_startup(
-        tmp_path, [f"samples_file={path}"], "n_pairs=60", "0 pairs with different scores"
-    )
+    assert_clean_failure(tmp_path, ["task=custom", f"data.path={path}"], "no pairs")
 
 
 @pytest.mark.parametrize("score", [-1.0, 0.0])
-def test_samples_file_log_ratio_on_non_positive_score(tmp_path: Path, score: float) -> None:
-    rows = [scored(r, [4.0, 2.0, 3.0, 1.0]) for r in fixture_rows()]
-    rows[2] = scored(fixture_rows()[2], [4.0, score, 3.0, 1.0])
-    path = samples_file(tmp_path, rows)
-    assert_refused_at_startup(
-        tmp_path,
-        [f"samples_file={path}", "offset=log_ratio"],
-        "offset=log_ratio",
-        "line 3",
-        f"score 1 = {score}",
+def test_custom_log_ratio_on_non_positive_score(tmp_path: Path, score: float) -> None:
+    rows = [json.loads(line) for line in CUSTOM.read_text().splitlines() if line.strip()]
+    for r in rows:
+        r["scores"] = [score] + [float(k + 1) for k in range(len(r["scores"]) - 1)]
+    path = tmp_path / "nonpositive.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    assert_clean_failure(
+        tmp_path, ["task=custom", f"data.path={path}", "offset=log_ratio"], "offset=log_ratio"
     )
 
 
@@ -549,50 +479,3 @@ def test_log_diff_undefined_on_ties() -> None:
     cfg = OmegaConf.create({"loss": {"name": "odpo", "alpha": 1.0}, "offset": {"name": "log_diff"}})
     with pytest.raises(ConfigError, match="log_diff"):
         pair_offsets(cfg, {"score_chosen": [1.5, 1.2], "score_rejected": [0.2, 1.2]})
-
-
-# ---- well-formed samples files run end to end -----------------------------------------
-
-
-def stage_dir(tmp: Path, stage: str) -> Path:
-    (key,) = {e["key"] for e in ledger(tmp) if e["stage"] == stage}
-    return tmp / "cache" / stage / key
-
-
-def test_samples_file_runs_end_to_end(tmp_path: Path) -> None:
-    from pipeline import models
-
-    run_cli([f"samples_file={OWN_SAMPLES}"], tmp_path)
-    rows = fixture_rows()
-    samples = json.loads((stage_dir(tmp_path, "sample") / "samples.json").read_text())
-    tok = models.load_tokenizer(stage_dir(tmp_path, "sft") / "model")
-    bos, eos = models.bos_id(tok), tok.eos_token_id
-    assert len(samples["prompts"]) == len(rows) == 30
-    assert all(len(rs) == 4 for rs in samples["responses"])
-    # BOS + the prompt's tokens; each response's tokens + EOS, as a sampled one that finished.
-    for row, prompt, responses in zip(rows, samples["prompts"], samples["responses"], strict=True):
-        assert prompt == [bos, *tok(row["prompt"], add_special_tokens=False)["input_ids"]]
-        for text, response in zip(row["responses"], responses, strict=True):
-            assert response == [*tok(text, add_special_tokens=False)["input_ids"], eos]
-    assert samples["texts"][0] == [rows[0]["prompt"] + r for r in rows[0]["responses"]]
-    assert (tmp_path / "results" / "runs.csv").is_file()
-    # The sample set is keyed by the file, not the seed: another seed reuses it.
-    first = len(ledger(tmp_path))
-    run_cli([f"samples_file={OWN_SAMPLES}", "seed=1"], tmp_path)
-    again = [e["status"] for e in ledger(tmp_path)[first:] if e["stage"] in ("sample", "score")]
-    assert again == ["reused", "reused"]
-
-
-def test_samples_file_with_scores_runs_end_to_end(tmp_path: Path) -> None:
-    run_cli([f"samples_file={OWN_SAMPLES_SCORED}", "offset=log_ratio"], tmp_path)
-    given = [json.loads(line)["scores"] for line in OWN_SAMPLES_SCORED.read_text().splitlines()]
-    score_dir = stage_dir(tmp_path, "score")
-    with np.load(score_dir / "scores.npz") as z:
-        np.testing.assert_array_equal(z["score"], np.array(given))
-    identity = json.loads((score_dir / "config.json").read_text())
-    assert identity["params"]["given_scores"] is True
-    assert len(identity["params"]["samples_file_sha256"]) == 64
-    assert [stage for stage, _ in identity["inputs"]] == ["sample"]  # no classifier needed
-    with np.load(stage_dir(tmp_path, "pairs") / "pairs.npz") as z:
-        assert (z["score_chosen"] > z["score_rejected"]).all()
-    assert (tmp_path / "results" / "runs.csv").is_file()

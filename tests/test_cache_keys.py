@@ -25,11 +25,12 @@ from omegaconf.basecontainer import BaseContainer
 
 from pipeline import plan
 from pipeline.results import leaves
-from tests.conftest import ROOT, ledger, micro_config
+from tests.conftest import ledger, micro_config
 
 STAGES = plan.STAGE_MODULES
 # Leaves whose generic change would not be a usable value, with one that is.
-SPECIAL_VALUES = {"samples_file": str(ROOT / "tests" / "fixtures" / "own_samples.jsonl")}
+# Values that must name something real: another scale picks the task's other per-scale values.
+SPECIAL_VALUES = {"scale.name": "embedded", "scorer.name": "hf_pipeline", "task.name": "toxicity"}
 
 
 @contextmanager

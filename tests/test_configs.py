@@ -17,7 +17,7 @@ from pipeline.validate import validate
 CONF = PROJECT_ROOT / "conf"
 GROUPS = ("task", "scale", "loss", "offset", "wandb", "experiment")
 # Groups in the root defaults list (experiment defaults to null).
-IN_DEFAULTS = {"task", "scale", "loss", "offset", "wandb", "experiment"}
+IN_DEFAULTS = {"task", "scale", "scorer", "loss", "offset", "wandb", "experiment"}
 SCALES = sorted(p.stem for p in (CONF / "scale").glob("*.yaml"))
 TASKS = sorted(p.stem for p in (CONF / "task").glob("*.yaml"))
 BETAS = [0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1, 2, 3, 4, 5]
@@ -33,7 +33,7 @@ def _options() -> list[tuple[str, str]]:
 
 
 def test_every_group_has_options():
-    for group in GROUPS + ("data", "scorer"):
+    for group in GROUPS + ("scorer",):
         assert list((CONF / group).glob("*.yaml")), f"conf/{group} has no yaml"
 
 
@@ -58,24 +58,23 @@ def test_every_option_composes_and_resolves(group, option):
 
 
 @pytest.mark.parametrize(("task", "scale"), list(itertools.product(TASKS, SCALES)))
-def test_data_and_scorer_follow_task_and_scale(task, scale):
+def test_every_task_sets_its_data_scorer_and_lengths_at_every_scale(task, scale):
+    """A task file holds every scale's data and scorer; each resolves to a plain value."""
+    from pipeline import tasks
+
     cfg = _compose([f"task={task}", f"scale={scale}"])
-    OmegaConf.to_container(cfg, resolve=True)
-    for group in ("data", "scorer"):
-        path = CONF / group / f"{task}_{scale}.yaml"
-        assert path.exists(), path
-        expected = OmegaConf.to_container(OmegaConf.load(path), resolve=False)
-        assert OmegaConf.to_container(cfg[group], resolve=False) == expected, group
+    resolved = OmegaConf.to_container(cfg, resolve=True)
+    assert tasks.get(cfg).name == task == resolved["task"]["name"]
+    assert resolved["data"] and resolved["scale"]["sample"]["prompt_tokens"] > 0
+    for node in ("data", "scorer"):
+        for key, value in resolved[node].items():
+            assert not (isinstance(value, str) and "${" in value), (node, key)
 
 
-def test_every_data_and_scorer_file_is_reachable():
-    pairs = {f"{t}_{s}" for t in TASKS for s in SCALES}
-    assert {p.stem for p in (CONF / "data").glob("*.yaml")} == pairs
-    scorers = {p.stem for p in (CONF / "scorer").glob("*.yaml")}
-    assert pairs <= scorers
-    # Any other scorer file is one chosen by name (scorer=keyword), and it composes.
-    for extra in sorted(scorers - pairs):
-        assert _compose([f"scorer={extra}"]).scorer.name
+def test_scorer_files_are_chosen_by_name():
+    # A scorer file replaces the task's scorer (scorer=keyword), and it composes.
+    for extra in sorted(p.stem for p in (CONF / "scorer").glob("*.yaml")):
+        assert _compose([f"scorer={extra}"]).scorer.name == extra
 
 
 def test_default_config():

@@ -12,7 +12,7 @@ from omegaconf import OmegaConf
 
 from pipeline import models
 from pipeline.scorers import HFPipelineScorer
-from pipeline.stages.data import load_rows
+from pipeline.tasks.sentiment import TASK as SENTIMENT
 from tests.conftest import ROOT, run_cli
 
 
@@ -35,17 +35,15 @@ def _imdb_like_folder(tmp: Path) -> Path:
 
 def test_hub_loader_reads_an_imdb_layout(tmp_path: Path) -> None:
     folder = _imdb_like_folder(tmp_path)
-    cfg = OmegaConf.create(
-        {
-            "source": "hub",
-            "name": str(folder),
-            "train_split": "train",
-            "test_split": "test",
-            "text_field": "text",
-            "label_field": "label",
-        }
-    )
-    train, test = load_rows(cfg, tmp_path)
+    data = {
+        "source": "hub",
+        "name": str(folder),
+        "train_split": "train",
+        "test_split": "test",
+        "text_field": "text",
+        "label_field": "label",
+    }
+    train, test = SENTIMENT.load_splits(OmegaConf.create({"data": data}))
     assert len(train) == 200 and len(test) == 100
     assert {r["label"] for r in train} == {0, 1} and all(r["text"] for r in test)
 
@@ -87,8 +85,9 @@ def test_transformers_classifier_pipeline_scores_probabilities(tmp_path: Path) -
     DistilBertForSequenceClassification(config).save_pretrained(path)
     tok.save_pretrained(path)
     scorer = HFPipelineScorer(
-        OmegaConf.create({"model": str(path), "positive_label": "POSITIVE", "batch_size": 8}),
+        OmegaConf.create({"model": str(path), "label": "POSITIVE", "batch_size": 8}),
+        path,
         device="cpu",
     )
-    p = scorer.p_positive(texts[:10])
+    p = scorer.prob(texts[:10])
     assert p.shape == (10,) and np.all((p >= 0) & (p <= 1))

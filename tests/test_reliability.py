@@ -195,7 +195,7 @@ def test_scorer_returning_nan_is_an_error_naming_stage_and_row(
     from pipeline.main import run_experiment
 
     class BrokenScorer:
-        def p_positive(self, texts: list[str]) -> np.ndarray:
+        def prob(self, texts: list[str]) -> np.ndarray:
             p = np.full(len(texts), 0.5)
             p[7] = np.nan
             return p

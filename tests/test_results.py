@@ -15,6 +15,7 @@ COMMITTED = {
     "sentiment": ["reward_vs_kl.png", "reward_vs_kl_exact.png"],
     "ablation_scaling": ["reward_vs_kl.png", "reward_vs_kl_exact.png"],
     "ablation_alpha": ["vs_alpha.png", "vs_alpha_exact.png"],
+    "toxicity": ["toxicity_vs_kl.png", "toxicity_vs_kl_exact.png"],
 }
 
 

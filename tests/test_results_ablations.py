@@ -10,7 +10,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from pipeline import PROJECT_ROOT
+from pipeline import PROJECT_ROOT, tasks
 from pipeline.callbacks import read_spec
 from pipeline.summary import write_summary
 
@@ -76,5 +76,9 @@ def test_committed_summary_is_what_the_code_makes(folder: str, tmp_path: Path) -
     results_dir = RESULTS / folder
     assert (results_dir / "summary.md").is_file(), f"{results_dir} has no committed summary.md"
     spec = read_spec(results_dir)
-    made = write_summary(results_dir / "runs.csv", tmp_path / "summary.md", spec["title"])
+    task = tasks.by_name(spec["task"])
+    made = write_summary(
+        results_dir / "runs.csv", tmp_path / "summary.md", spec["title"], metric=task.metric,
+        higher_is_better=task.higher_is_better,
+    )  # fmt: skip
     assert made.read_text() == (results_dir / "summary.md").read_text()

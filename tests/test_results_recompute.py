@@ -31,7 +31,7 @@ from pipeline.sources import RT_WHEEL_FILE
 
 RESULTS = PROJECT_ROOT / "results"
 DOWNLOADS = PROJECT_ROOT / ".cache" / "pipeline" / "downloads"
-FOLDERS = ["sentiment", "ablation_scaling", "ablation_alpha"]
+FOLDERS = ["sentiment", "ablation_scaling", "ablation_alpha", "toxicity"]
 # metric -> its standard error column
 METRICS = {"reward": "reward_se", "kl": "kl_se", "kl_exact": "kl_exact_se"}
 SE_FRACTION = 0.25

@@ -171,7 +171,7 @@ def test_head_to_head_counts(duel_table: pd.DataFrame) -> None:
     duel = head_to_head(duel_table).set_index("series")
     assert list(duel.index) == ["ODPO (f=diff, α=0.5)", "ODPO (f=log_diff, α=1)"]
     assert set(duel["reference"]) == {"DPO"}
-    counts = ["matched", "odpo_higher_reward", "odpo_lower_kl", "odpo_dominates"]
+    counts = ["matched", "odpo_better", "odpo_lower_kl", "odpo_dominates"]
     counts.append("reference_dominates")
     assert duel.loc["ODPO (f=log_diff, α=1)", counts].tolist() == [3, 2, 1, 1, 1]
     assert duel.loc["ODPO (f=diff, α=0.5)", counts].tolist() == [1, 0, 1, 1, 0]
@@ -190,7 +190,7 @@ def test_head_to_head_alpha_zero_reference() -> None:
     duel = head_to_head(pd.DataFrame(rows, columns=COLUMNS)).set_index("series")
     assert list(duel.index) == ["ODPO (f=log_diff, α=0.5)", "ODPO (f=log_diff, α=1)"]
     assert set(duel["reference"]) == {"DPO (α = 0)"}
-    counts = ["matched", "odpo_higher_reward", "odpo_lower_kl", "odpo_dominates"]
+    counts = ["matched", "odpo_better", "odpo_lower_kl", "odpo_dominates"]
     counts.append("reference_dominates")
     assert duel.loc["ODPO (f=log_diff, α=0.5)", counts].tolist() == [2, 2, 0, 1, 0]
     assert duel.loc["ODPO (f=log_diff, α=1)", counts].tolist() == [1, 0, 0, 0, 1]

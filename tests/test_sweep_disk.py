@@ -165,7 +165,7 @@ def test_fingerprint_ignores_axes_and_paths_but_not_settings(tmp_path: Path) -> 
         assert results.differing(base, changed) == [key]
 
 
-@pytest.mark.parametrize("folder", ["sentiment", "ablation_scaling", "ablation_alpha"])
+@pytest.mark.parametrize("folder", ["sentiment", "ablation_scaling", "ablation_alpha", "toxicity"])
 def test_committed_tables_record_the_fingerprint_of_their_experiment(folder: str) -> None:
     from hydra import compose, initialize_config_dir
 

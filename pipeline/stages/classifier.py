@@ -1,13 +1,14 @@
-"""Stage 3, classifier: the reward model, with its held-out accuracy."""
+"""Stage 3, classifier: the scorer, trained or recorded, with its accuracy on the labelled
+held-out rows (label 1 = the label whose probability the scorer gives)."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
 import numpy as np
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
-from pipeline import scorers
+from pipeline import scorers, tasks
 from pipeline.cache import Artifact, Cache
 from pipeline.errors import DataError
 from pipeline.io import read_jsonl
@@ -15,16 +16,18 @@ from pipeline.io import read_jsonl
 # Bump when this stage's output changes for the same config (part of its cache key).
 VERSION = 1
 # Config keys this stage reads that do not change the classifier.
-NOT_IN_KEY = ("scorer.min_accuracy",)
+NOT_IN_KEY = ("scorer.min_accuracy", "data.download_dir")
 
 
 def params(cfg: DictConfig) -> dict:
-    params = OmegaConf.to_container(cfg.scorer, resolve=True)
-    params.pop("min_accuracy")  # a bar to check, not something that changes the classifier
-    return params
+    return scorers.params(cfg.scorer)
 
 
-def run(cfg: DictConfig, cache: Cache, data: Artifact) -> Artifact:
+def run(cfg: DictConfig, cache: Cache, data: Artifact) -> Artifact | None:
+    """The scorer's artifact; None when the task names no scorer (task=custom may not)."""
+    if not cfg.scorer.name:
+        return None
+    labelled = tasks.get(cfg).labelled
 
     def build(out: Path) -> dict:
         train = read_jsonl(data / "train.jsonl", required=("text", "label"))
@@ -33,16 +36,20 @@ def run(cfg: DictConfig, cache: Cache, data: Artifact) -> Artifact:
             for r in read_jsonl(data / "test.jsonl", required=("text", "label"))
             if r["label"] is not None
         ]
+        if not test and not labelled:
+            scorers.prepare(cfg.scorer, train, out, cfg.data.download_dir)
+            print(f"[classifier] {cfg.scorer.name}: no labelled rows, accuracy not measured")
+            return {"accuracy": None, "n_eval": 0}
         if not test:
             raise DataError(
                 f"{data / 'test.jsonl'}: no labelled held-out rows to measure the classifier on"
             )
-        scorers.prepare(cfg.scorer, train, out)
+        scorers.prepare(cfg.scorer, train, out, cfg.data.download_dir)
         scorer = scorers.load(cfg.scorer, out, cfg.device)
         # A random subset: hub splits can be sorted by label (IMDB's test split is).
         rng = np.random.default_rng(cfg.data.split_seed)
         test = [test[i] for i in rng.permutation(len(test))[: cfg.scorer.max_eval_rows]]
-        predicted = scorer.p_positive([r["text"] for r in test]) >= 0.5
+        predicted = scorer.prob([r["text"] for r in test]) >= 0.5
         accuracy = float(np.mean(predicted == np.array([r["label"] == 1 for r in test])))
         print(
             f"[classifier] {cfg.scorer.name}: held-out accuracy {accuracy:.3f} on {len(test)} texts"
@@ -50,7 +57,8 @@ def run(cfg: DictConfig, cache: Cache, data: Artifact) -> Artifact:
         return {"accuracy": accuracy, "n_eval": len(test)}
 
     artifact = cache.stage("classifier", params(cfg), [data], build, version=VERSION)
-    if artifact.info["accuracy"] < cfg.scorer.min_accuracy:
+    accuracy = artifact.info["accuracy"]
+    if accuracy is not None and accuracy < cfg.scorer.min_accuracy:
         raise DataError(
             f"classifier held-out accuracy {artifact.info['accuracy']:.3f} is below "
             f"scorer.min_accuracy={cfg.scorer.min_accuracy}"

@@ -1,5 +1,6 @@
-"""Stage 8, evaluate: sample from a model on held-out prompts, then
-reward = classifier p(positive) and KL(pi || pi_SFT) on those samples.
+"""Stage 8, evaluate: sample from a model on held-out prompts, then the task's metric
+(the scorer's mean probability: p(positive) for sentiment, p(toxic) for toxicity, and any
+per-sample extras the task adds) and KL(pi || pi_SFT) on those samples.
 
 KL is reported two ways, summed over response tokens only:
 - ``kl``: the k3 estimator exp(rho) - 1 - rho with rho = log pi_SFT(y|x) - log pi(y|x);
@@ -16,7 +17,7 @@ import numpy as np
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from pipeline import kl, models, scorers
+from pipeline import kl, models, scorers, tasks
 from pipeline.cache import Artifact, Cache, atomic_write_json
 from pipeline.io import read_jsonl
 from pipeline.stages import sample
@@ -49,10 +50,11 @@ def params(cfg: DictConfig) -> dict:
     estimators need samples from pi_theta itself. So of the sampling settings only
     the lengths and the batch size enter."""
     return {
-        "eval": OmegaConf.to_container(cfg.scale.eval),
+        "eval": OmegaConf.to_container(cfg.scale.eval, resolve=True),
         "prompt_tokens": cfg.scale.sample.prompt_tokens,
         "max_new_tokens": cfg.scale.sample.max_new_tokens,
         "sample_batch_size": cfg.scale.sample.batch_size,
+        **tasks.get(cfg).key_extras("evaluate"),
     }
 
 
@@ -61,14 +63,16 @@ def run(
     cache: Cache,
     policy: Artifact,
     sft: Artifact,
-    classifier: Artifact,
+    classifier: Artifact | None,
     prompts: Artifact,
 ) -> Artifact:
-    """Evaluate ``policy`` (a train artifact, or the SFT artifact for the baseline)."""
-    eval_cfg, sample_cfg = cfg.scale.eval, cfg.scale.sample
+    """Evaluate ``policy`` (a train artifact, or the SFT artifact for the baseline);
+    without a classifier (a task that names no scorer) there is no scorer metric."""
+    eval_cfg, sample_cfg, task = cfg.scale.eval, cfg.scale.sample, tasks.get(cfg)
 
     def build(out: Path) -> dict:
-        texts = [r["text"] for r in read_jsonl(prompts / "eval_prompts.jsonl", required=("text",))]
+        rows = read_jsonl(prompts / "eval_prompts.jsonl", required=("text",))
+        texts = [r["text"] for r in rows]
         drawn = sample.generate(
             policy / "model",
             texts,
@@ -78,23 +82,23 @@ def run(
             cfg.device,
             temperature=1.0,
             top_p=1.0,
+            join=task.scored_text,
         )
         prompt_ids, responses = drawn["prompts"], [r[0] for r in drawn["responses"]]
-        scorer = scorers.load(cfg.scorer, classifier.path, cfg.device)
-        reward = checked_probabilities(
-            scorer.p_positive([t[0] for t in drawn["texts"]]), "evaluate"
-        )
+        per_sample = {}
+        if classifier is not None:
+            scorer = scorers.load(cfg.scorer, classifier.path, cfg.device)
+            p = checked_probabilities(scorer.prob([t[0] for t in drawn["texts"]]), "evaluate")
+            per_sample = {task.scorer_metric or task.metric: p, **task.sample_metrics(p)}
         tok = models.load_tokenizer(sft / "model")
-        k3, exact = kl_to_reference(
-            models.load_model(policy / "model", cfg.device).eval(),
-            models.load_model(sft / "model", cfg.device).eval(),
-            prompt_ids,
-            responses,
-            tok.pad_token_id,
-            eval_cfg.batch_size,
+        policy_model = models.load_model(policy / "model", cfg.device).eval()
+        sft_model = models.load_model(sft / "model", cfg.device).eval()
+        per_sample["kl"], per_sample["kl_exact"] = kl_to_reference(
+            policy_model, sft_model, prompt_ids, responses, tok.pad_token_id, eval_cfg.batch_size
         )
+        per_sample |= task.eval_extras(cfg, policy_model, sft_model, sft / "model", rows)
         metrics = {}
-        for name, values in (("reward", reward), ("kl", k3), ("kl_exact", exact)):
+        for name, values in per_sample.items():
             metrics[name], metrics[f"{name}_se"] = kl.mean_and_se(
                 torch.from_numpy(np.asarray(values))
             )
@@ -111,14 +115,14 @@ def run(
         )
         return metrics
 
-    return cache.stage(
-        "evaluate", params(cfg), [policy, sft, classifier, prompts], build, version=VERSION
-    )
+    inputs = [a for a in (policy, sft, classifier, prompts) if a is not None]
+    return cache.stage("evaluate", params(cfg), inputs, build, version=VERSION)
 
 
 def published(cfg: DictConfig, cache: Cache, inputs: list[Artifact]) -> bool:
     """Whether the evaluation ``run`` would make from ``inputs`` (policy, sft,
     classifier, prompts) is in the cache: its manifest is written last."""
+    inputs = [a for a in inputs if a is not None]
     key = cache.key("evaluate", params(cfg), inputs, version=VERSION)
     return (cache.root / "evaluate" / key / "manifest.json").is_file()
 

@@ -7,6 +7,7 @@ from pathlib import Path
 from omegaconf import DictConfig
 
 from pipeline import pairs as pairs_lib
+from pipeline import tasks
 from pipeline.cache import Artifact, Cache
 from pipeline.errors import ConfigError
 from pipeline.io import load_arrays, save_arrays
@@ -24,12 +25,21 @@ def run(cfg: DictConfig, cache: Cache, scores: Artifact) -> Artifact:
     def build(out: Path) -> dict:
         s = score.load(scores)["score"]
         every = pairs_lib.all_pairs(s)
-        if cfg.n_pairs > len(every):
+        if not len(every):
+            raise ConfigError(
+                "the sample set has no pairs with different scores: every response of a "
+                "prompt scored the same (nothing to prefer)"
+            )
+        n_pairs = cfg.n_pairs
+        if n_pairs > len(every) and tasks.get(cfg).cap_pairs:
+            n_pairs = len(every)  # the task's own data: every pair it gives
+            print(f"[pairs] n_pairs={cfg.n_pairs} asked; the data gives {n_pairs}, all used")
+        if n_pairs > len(every):
             raise ConfigError(
                 f"n_pairs={cfg.n_pairs} but the sample set has only {len(every)} pairs with different scores "
                 f"(raise scale.sample.n_prompts or scale.sample.n_samples)"
             )
-        chosen = pairs_lib.subsample(every, cfg.n_pairs, cfg.seed)
+        chosen = pairs_lib.subsample(every, n_pairs, cfg.seed)
         prompt, win, lose = chosen[:, 0], chosen[:, 1], chosen[:, 2]
         save_arrays(
             out / "pairs.npz",
@@ -39,8 +49,8 @@ def run(cfg: DictConfig, cache: Cache, scores: Artifact) -> Artifact:
             score_chosen=s[prompt, win],
             score_rejected=s[prompt, lose],
         )
-        print(f"[pairs] {len(every)} pairs available, kept {cfg.n_pairs} (seed {cfg.seed})")
-        return {"n_available": len(every), "n_pairs": cfg.n_pairs}
+        print(f"[pairs] {len(every)} pairs available, kept {n_pairs} (seed {cfg.seed})")
+        return {"n_available": len(every), "n_pairs": n_pairs}
 
     return cache.stage("pairs", params(cfg), [scores], build, version=VERSION)
 

@@ -1,11 +1,13 @@
 """Stage 9, plot: the paper's figures from a run table.
 
-- ``reward_vs_kl``: eval reward (y) against KL to the SFT model (x), one panel per
-  training-set size, one colour and marker per series (DPO, each ODPO variant).
-  Faint markers are single runs; solid markers are the mean over seeds with bars
-  spanning the seeds' range; the line is each series' reward-KL Pareto frontier.
-  Up and to the left is better.
-- ``vs_alpha``: reward and KL against the offset scale alpha (the alpha ablation).
+- ``reward_vs_kl``: the task's metric (y: eval reward, or toxicity) against KL to the SFT
+  model (x), one panel per training-set size, one colour and marker per series (DPO, each
+  ODPO variant). Faint markers are single runs; solid markers are the mean over seeds with
+  bars spanning the seeds' range; the line is each series' Pareto frontier. Up and to the
+  left is better (down and to the left when lower is better). Files: <metric>_vs_kl*.png.
+- ``vs_alpha``: the metric and KL against the offset scale alpha (the alpha ablation).
+
+Labels, the metric column and its direction come from the task (``pipeline.tasks``).
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
 from pipeline import results  # noqa: E402
+from pipeline.tasks.base import Task  # noqa: E402
 
 DPO_STYLE = ("tab:blue", "o")
 # ODPO variants (scaling function, alpha) each get their own colour and marker.
@@ -36,7 +39,6 @@ ODPO_STYLES = [
     ("tab:olive", "*"),
 ]
 KL_LABEL = {"kl": "KL(π_θ ‖ π_SFT) (k3)", "kl_exact": "KL(π_θ ‖ π_SFT) (exact per-token)"}
-STAND_IN = " (embedded stand-in: small GPT-2 + Rotten Tomatoes, not the paper's models)"
 
 
 def series(runs: pd.DataFrame) -> list[tuple[str, pd.DataFrame, str, str]]:
@@ -78,12 +80,19 @@ def _save(fig: plt.Figure, out: Path) -> Path:
     return out
 
 
+def _stand_in(task: Task, stand_in: bool) -> str:
+    return f" ({task.stand_in_note})" if stand_in else ""
+
+
 def reward_vs_kl(
-    table: Path, out: Path, kl_column: str = "kl", title: str = "Sentiment control"
-) -> Path:
+    table: Path, out: Path, kl_column: str = "kl", title: str = "Sentiment control",
+    task: Task | None = None,
+) -> Path:  # fmt: skip
     from pipeline.frontier import pareto_frontier
 
-    runs, sft, stand_in = _split(results.read(table))
+    task = task or Task()  # the defaults: a "reward" column, higher is better
+    sign = 1.0 if task.higher_is_better else -1.0
+    runs, sft, stand_in = _split(results.as_reward(results.read(table), task.metric))
     sizes = sorted(runs["n_pairs"].dropna().unique()) or [None]
     fig, axes = plt.subplots(
         1, len(sizes), figsize=(max(4.4 * len(sizes), 6.5), 4.4), sharey=True, squeeze=False
@@ -107,7 +116,7 @@ def reward_vs_kl(
                 label=f"{label} (seed mean, range)",
             )  # fmt: skip
             front = part.iloc[
-                pareto_frontier(part[kl_column].to_numpy(), part["reward"].to_numpy())
+                pareto_frontier(part[kl_column].to_numpy(), sign * part["reward"].to_numpy())
             ]
             ax.step(front[kl_column], front["reward"], where="post", color=color, lw=1.2)
         if len(sft):
@@ -116,21 +125,27 @@ def reward_vs_kl(
         ax.set_xlabel(KL_LABEL[kl_column])
         ax.set_title(f"{int(size)} pairs" if size is not None else "all runs")
         ax.grid(alpha=0.3)
-    axes[0][0].set_ylabel("eval reward  p(positive)")
-    axes[0][0].legend(loc="lower right", fontsize=7)
-    _title(fig, title + (STAND_IN if stand_in else ""))
-    fig.text(0.99, 0.01, "lines: Pareto frontier (non-dominated runs)", ha="right", fontsize=7)
+    axes[0][0].set_ylabel(task.metric_label)
+    axes[0][0].legend(loc="lower right" if task.higher_is_better else "upper right", fontsize=7)
+    _title(fig, title + _stand_in(task, stand_in))
+    where = "up-left" if task.higher_is_better else "down-left (lower-left)"
+    fig.text(0.99, 0.01, f"lines: Pareto frontier (non-dominated runs); {where} is better",
+             ha="right", fontsize=7)  # fmt: skip
     fig.tight_layout()
     return _save(fig, out)
 
 
-def vs_alpha(table: Path, out: Path, kl_column: str = "kl", title: str = "α ablation") -> Path:
+def vs_alpha(
+    table: Path, out: Path, kl_column: str = "kl", title: str = "α ablation",
+    task: Task | None = None,
+) -> Path:  # fmt: skip
     """Reward and KL against alpha: single seeds faint, seed mean with its range."""
-    runs, sft, stand_in = _split(results.read(table))
+    task = task or Task()  # the defaults: a "reward" column, higher is better
+    runs, sft, stand_in = _split(results.as_reward(results.read(table), task.metric))
     odpo = runs[runs["loss"] == "odpo"]
     fig, axes = plt.subplots(1, 2, figsize=(9, 3.8), squeeze=False)
     for ax, column, label in (
-        (axes[0][0], "reward", "eval reward  p(positive)"),
+        (axes[0][0], "reward", task.metric_label),
         (axes[0][1], kl_column, KL_LABEL[kl_column]),
     ):
         for i, (offset, part) in enumerate(odpo.groupby("offset")):
@@ -152,18 +167,23 @@ def vs_alpha(table: Path, out: Path, kl_column: str = "kl", title: str = "α abl
         ax.set_ylabel(label)
         ax.grid(alpha=0.3)
     axes[0][0].legend(loc="best", fontsize=7)
-    _title(fig, title + (STAND_IN if stand_in else ""))
+    _title(fig, title + _stand_in(task, stand_in))
     fig.tight_layout()
     return _save(fig, out)
 
 
-# figure kind -> [(file name, KL column)]; the drawing function is chosen by kind.
+# figure kind -> [(file name, KL column)], {metric} the task's; the drawing function by kind.
 FIGURES = {
-    "reward_vs_kl": [("reward_vs_kl.png", "kl"), ("reward_vs_kl_exact.png", "kl_exact")],
+    "reward_vs_kl": [("{metric}_vs_kl.png", "kl"), ("{metric}_vs_kl_exact.png", "kl_exact")],
     "vs_alpha": [("vs_alpha.png", "kl"), ("vs_alpha_exact.png", "kl_exact")],
 }
 DRAW = {"reward_vs_kl": reward_vs_kl, "vs_alpha": vs_alpha}
 
 
-def draw(kind: str, table: Path, out: Path, kl_column: str, title: str) -> Path:
-    return DRAW[kind](table, out, kl_column=kl_column, title=title)
+def figure_files(kind: str, task: Task) -> list[tuple[str, str]]:
+    """(file name, KL column) of each figure a kind draws for a task."""
+    return [(name.format(metric=task.metric), column) for name, column in FIGURES[kind]]
+
+
+def draw(kind: str, table: Path, out: Path, kl_column: str, title: str, task: Task) -> Path:
+    return DRAW[kind](table, out, kl_column=kl_column, title=title, task=task)

@@ -45,15 +45,18 @@ def params(cfg: DictConfig) -> dict:
 def run(cfg: DictConfig, cache: Cache, sft: Artifact, samples: Artifact) -> Artifact:
     def build(out: Path) -> dict:
         s = sample.load(samples)
-        n_prompts, n_samples = len(s["responses"]), len(s["responses"][0])
-        prompts = [p for p in s["prompts"] for _ in range(n_samples)]
+        # Prompts may have different numbers of responses (task=custom): NaN pads the rest.
+        sizes = [len(rs) for rs in s["responses"]]
+        prompts = [p for p, n in zip(s["prompts"], sizes, strict=True) for _ in range(n)]
         responses = [r for rs in s["responses"] for r in rs]
         tok = models.load_tokenizer(sft / "model")
         model = models.load_model(sft / "model", cfg.device).eval()
         logps = batched_logps(
             model, prompts, responses, tok.pad_token_id, cfg.scale.eval.batch_size
         )
-        save_arrays(out / "reference_logps.npz", logps=logps.reshape(n_prompts, n_samples))
+        table = np.full((len(sizes), max(sizes)), np.nan)
+        table[np.arange(max(sizes)) < np.array(sizes)[:, None]] = logps
+        save_arrays(out / "reference_logps.npz", logps=table)
         print(f"[reference] {logps.size} responses, mean log-prob {logps.mean():.2f}")
         return {}
 

@@ -1,8 +1,7 @@
-"""Stage 5, score: classifier p(positive) of every sample and the training score
-r = 1 + p(positive) if positive else 1 - p(negative).
-
-A samples file with its own scores skips the classifier: those scores are the
-training scores, and the stage is keyed by the file instead of the classifier."""
+"""Stage 5, score: the scorer's probability of every sample and the paper's training
+score r = 1 + p(good) if the scorer calls the sample good, else 1 - p(bad) (range [0, 2];
+the task says which label is good). A task that brings its own scores (``task=custom``)
+uses those as training scores instead."""
 
 from __future__ import annotations
 
@@ -11,10 +10,10 @@ from pathlib import Path
 import numpy as np
 from omegaconf import DictConfig
 
-from pipeline import scorers
+from pipeline import scorers, tasks
 from pipeline.cache import Artifact, Cache
 from pipeline.errors import DataError
-from pipeline.io import load_arrays, save_arrays
+from pipeline.io import load_arrays, read_jsonl, save_arrays
 from pipeline.rewards import first_non_probability, training_score
 from pipeline.stages import sample
 
@@ -33,42 +32,46 @@ def checked_probabilities(p: np.ndarray, stage: str) -> np.ndarray:
     return p
 
 
-def params(samples_info: dict) -> dict:
-    """Nothing for sampled responses (the classifier and samples are its inputs); a
-    samples file's digest, and whether it brings its own scores, when there is one."""
-    digest = samples_info.get("samples_file_sha256")
-    if samples_info.get("given_scores"):
-        return {"given_scores": True, "samples_file_sha256": digest}
-    return {} if digest is None else {"samples_file_sha256": digest}
+def params(cfg: DictConfig) -> dict:
+    """Nothing beyond its inputs (samples, classifier) for sentiment; which label is good
+    when the task's is the scorer's other label."""
+    return tasks.get(cfg).key_extras("score")
 
 
-def run(cfg: DictConfig, cache: Cache, samples: Artifact, classifier: Artifact) -> Artifact:
-    if samples.info.get("given_scores"):
-        return run_given(cache, samples)
+def run(
+    cfg: DictConfig, cache: Cache, samples: Artifact, classifier: Artifact, prompts: Artifact
+) -> Artifact:
+    task = tasks.get(cfg)
+    if samples.info.get("given"):
+        return run_given(cfg, cache, samples, prompts)
 
     def build(out: Path) -> dict:
         texts = sample.load(samples)["texts"]
         n_prompts, n_samples = len(texts), len(texts[0])
         scorer = scorers.load(cfg.scorer, classifier.path, cfg.device)
         flat = [t for row in texts for t in row]
-        p = checked_probabilities(scorer.p_positive(flat), "score").reshape(n_prompts, n_samples)
-        save_arrays(out / "scores.npz", p_positive=p, score=training_score(p))
-        print(f"[score] {p.size} samples, mean p(positive) {p.mean():.3f}")
+        p = checked_probabilities(scorer.prob(flat), "score").reshape(n_prompts, n_samples)
+        # Saved as p_positive: the scorer's probability (of toxic, for toxicity).
+        save_arrays(
+            out / "scores.npz", p_positive=p, score=training_score(task.good_probability(p))
+        )
+        print(f"[score] {p.size} samples, mean scorer probability {p.mean():.3f}")
         return {"mean_p_positive": float(p.mean())}
 
-    return cache.stage("score", params(samples.info), [samples, classifier], build, version=VERSION)
+    return cache.stage("score", params(cfg), [samples, classifier], build, version=VERSION)
 
 
-def run_given(cache: Cache, samples: Artifact) -> Artifact:
-    """The samples file's own scores as the training scores (no classifier)."""
+def run_given(cfg: DictConfig, cache: Cache, samples: Artifact, prompts: Artifact) -> Artifact:
+    """The task's own scores as the training scores (no classifier)."""
 
     def build(out: Path) -> dict:
-        given = np.asarray(sample.load_given_scores(samples), dtype=np.float64)
+        rows = read_jsonl(prompts / "sample_prompts.jsonl")
+        given = tasks.get(cfg).given_scores(rows)
         save_arrays(out / "scores.npz", score=given)
-        print(f"[score] {given.size} scores given in samples_file, mean {given.mean():.3f}")
-        return {"mean_score": float(given.mean())}
+        print(f"[score] {np.isfinite(given).sum()} scores given, mean {np.nanmean(given):.3f}")
+        return {"mean_score": float(np.nanmean(given))}
 
-    return cache.stage("score", params(samples.info), [samples], build, version=VERSION)
+    return cache.stage("score", {"given": True}, [samples], build, version=VERSION)
 
 
 def load(artifact: Artifact) -> dict[str, np.ndarray]:

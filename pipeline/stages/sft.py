@@ -16,7 +16,7 @@ from omegaconf import DictConfig, OmegaConf
 from tqdm.auto import tqdm
 from transformers import get_cosine_schedule_with_warmup
 
-from pipeline import models
+from pipeline import models, tasks
 from pipeline.cache import Artifact, Cache
 from pipeline.checkpoint import Checkpointer, loop_state, restore_loop
 from pipeline.hub import require_model
@@ -32,9 +32,9 @@ NOT_IN_KEY = ("scale.sft.checkpoint_every",)
 def params(cfg: DictConfig) -> dict:
     """The model's architecture (or pretrained name) and every SFT setting but how
     often it checkpoints."""
-    sft_params = OmegaConf.to_container(cfg.scale.sft)
+    sft_params = OmegaConf.to_container(cfg.scale.sft, resolve=True)
     sft_params.pop("checkpoint_every", None)  # how often we save does not change the model
-    return {"model": OmegaConf.to_container(cfg.scale.model), "sft": sft_params}
+    return {"model": OmegaConf.to_container(cfg.scale.model, resolve=True), "sft": sft_params}
 
 
 def run(cfg: DictConfig, cache: Cache, data: Artifact) -> Artifact:
@@ -49,7 +49,7 @@ def run(cfg: DictConfig, cache: Cache, data: Artifact) -> Artifact:
 
     def build(out: Path) -> dict:
         gen = set_seed(sft_cfg.seed)
-        texts = [r["text"] for r in read_jsonl(data / "train.jsonl", required=("text",))]
+        texts = tasks.get(cfg).sft_texts(read_jsonl(data / "train.jsonl", required=("text",)))
         if model_cfg.pretrained:
             tok = models.load_tokenizer(model_cfg.pretrained)
             model = models.load_model(model_cfg.pretrained, cfg.device)
@@ -102,13 +102,7 @@ def train_lm(
     bar = tqdm(range(first, sft_cfg.steps), desc="sft", leave=False)
     for step in bar:
         idx = torch.randint(len(seqs), (sft_cfg.batch_size,), generator=gen).tolist()
-        batch = [seqs[i] for i in idx]
-        width = max(len(s) for s in batch)
-        ids = torch.full((len(batch), width), pad_id, dtype=torch.long)
-        mask = torch.zeros_like(ids)
-        for b, s in enumerate(batch):
-            ids[b, : len(s)] = torch.tensor(s)
-            mask[b, : len(s)] = 1
+        ids, mask = models.pad([seqs[i] for i in idx], pad_id)
         labels = ids.masked_fill(mask == 0, -100)
         loss = model(
             input_ids=ids.to(device), attention_mask=mask.to(device), labels=labels.to(device)

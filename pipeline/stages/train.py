@@ -61,7 +61,7 @@ def check_offsets(cfg: DictConfig, pairs: Artifact) -> None:
 
 def params(cfg: DictConfig) -> dict:
     """What the trained model depends on. How often we log or checkpoint does not."""
-    train_params = OmegaConf.to_container(cfg.scale.train)
+    train_params = OmegaConf.to_container(cfg.scale.train, resolve=True)
     for key in NOT_IN_KEY:
         train_params.pop(key.rsplit(".", 1)[1], None)
     return {**loss_identity(cfg), "train": train_params, "seed": cfg.seed}

@@ -53,17 +53,15 @@ MUTANTS = [
     Mutant(
         "eval-kl-policy-reference-swapped",
         "pipeline/stages/evaluate.py",
-        '            models.load_model(policy / "model", cfg.device).eval(),\n'
-        '            models.load_model(sft / "model", cfg.device).eval(),\n',
-        '            models.load_model(sft / "model", cfg.device).eval(),\n'
-        '            models.load_model(policy / "model", cfg.device).eval(),\n',
+        "            policy_model, sft_model, prompt_ids, responses, tok.pad_token_id",
+        "            sft_model, policy_model, prompt_ids, responses, tok.pad_token_id",
         "the evaluation reports KL(SFT || policy) on policy samples",
     ),
     Mutant(
         "eval-reward-inverted",
         "pipeline/stages/evaluate.py",
-        'scorer.p_positive([t[0] for t in drawn["texts"]]), "evaluate"',
-        '1 - scorer.p_positive([t[0] for t in drawn["texts"]]), "evaluate"',
+        'scorer.prob([t[0] for t in drawn["texts"]]), "evaluate"',
+        '1 - scorer.prob([t[0] for t in drawn["texts"]]), "evaluate"',
         "the evaluation reward is 1 - p instead of p",
     ),
     Mutant(
@@ -76,10 +74,9 @@ MUTANTS = [
     Mutant(
         "sample-temperature-not-in-key",
         "pipeline/stages/sample.py",
-        '    return {"sample": OmegaConf.to_container(cfg.scale.sample), "seed": cfg.seed}',
-        "    settings = OmegaConf.to_container(cfg.scale.sample)\n"
-        '    settings.pop("temperature")\n'
-        '    return {"sample": settings, "seed": cfg.seed}',
+        "    sample = OmegaConf.to_container(cfg.scale.sample, resolve=True)\n",
+        "    sample = OmegaConf.to_container(cfg.scale.sample, resolve=True)\n"
+        '    sample.pop("temperature")\n',
         "a changed sampling temperature silently reuses the old sample set",
     ),
     Mutant(
@@ -126,9 +123,9 @@ MUTANTS = [
     ),
     Mutant(
         "eval-prompts-overlap-sampling",
-        "pipeline/stages/prompts.py",
-        "[test[i] for i in chosen[n_sample:]]",
-        "[test[i] for i in chosen[:n_eval]]",
+        "pipeline/tasks/base.py",
+        "[heldout[i] for i in chosen[n_sample:]]",
+        "[heldout[i] for i in chosen[:n_eval]]",
         "evaluation prompts are drawn from the prompts the policy was trained on",
     ),
 ]

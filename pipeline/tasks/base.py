@@ -1,0 +1,171 @@
+"""What a task is: the seam between the generic stages and one experiment.
+
+A task is one module ``pipeline/tasks/<name>.py`` that defines ``TASK`` (an instance of a
+``Task`` subclass) and one config ``conf/task/<name>.yaml`` that sets ``task.name`` and the
+task's data, scorer and lengths per scale. The stages ask the task; none tests a name.
+A subclass overrides only what differs from these defaults (sentiment's behaviour).
+"""
+
+from __future__ import annotations
+
+from math import comb
+from pathlib import Path
+
+import numpy as np
+from omegaconf import DictConfig
+
+from pipeline.checks import at_most, choice, data_file, get, hub_or_local, number
+from pipeline.errors import DataError
+from pipeline.hub import require_dataset
+
+
+class Task:
+    name = "task"
+    # The evaluation score: the scorer's probability of one label, averaged over one sample
+    # per evaluation prompt. ``metric`` names its runs.csv column (and ``<metric>_se``).
+    metric = "reward"
+    metric_label = "eval reward"  # y axis of the figures
+    # Whether a higher scorer probability is better. False (toxicity) flips the training
+    # score (the good label is the other one), the frontiers and the head-to-head.
+    higher_is_better = True
+    # What the scorer reads: "prompt+response" (sentiment: the whole review) or "response"
+    # (toxicity: only the continuation is the model's doing).
+    scored = "prompt+response"
+    # Appended to figure titles and summaries of stand-in results (scale.stand_in).
+    stand_in_note = "embedded stand-in, not the paper's models or data"
+    # Data sources this task reads (data.source); checked at start-up.
+    sources: tuple[str, ...] = ()
+    # Whether the held-out rows carry labels to measure the scorer's accuracy on.
+    labelled = True
+    # The column of a scorer's mean probability: the metric itself, unless the task's
+    # metric is something else (task=custom's pair accuracy).
+    scorer_metric: str | None = None
+    # n_pairs above the pairs available: refused (False), or every pair used (True).
+    cap_pairs = False
+
+    # ---- start-up -----------------------------------------------------------------------
+
+    def check(self, cfg: DictConfig) -> None:
+        """Refuse this task's own bad settings (data.*) with one line, before any work."""
+        if self.sources:
+            choice(cfg, "data.source", self.sources)
+        if get(cfg, "data.heldout_fraction") is not None:
+            number(cfg, "data.heldout_fraction")
+            at_most(cfg, "data.heldout_fraction", 1, strict=True)
+        number(cfg, "data.split_seed", strict=False, integer=True)
+        if get(cfg, "data.source") == "local":
+            data_file(cfg)
+        if get(cfg, "data.source") == "hub":
+            hub_or_local(cfg, "data.name", require_dataset)
+
+    def max_pairs(self, cfg: DictConfig) -> tuple[int, str]:
+        """The most pairs a sample set can give, and what bounds it (for n_pairs)."""
+        n, k = cfg.scale.sample.n_prompts, cfg.scale.sample.n_samples
+        return n * comb(k, 2), f"pairs that {n} prompts x {k} samples can give"
+
+    # ---- data ---------------------------------------------------------------------------
+
+    def load_splits(self, cfg: DictConfig) -> tuple[list[dict], list[dict]]:
+        """(train rows, held-out rows), each ``{"text", "label"}``: the SFT text (and the
+        classifier's training rows), and the texts that prompts are drawn from."""
+        raise NotImplementedError
+
+    def prompt_sets(
+        self, cfg: DictConfig, train: list[dict], heldout: list[dict]
+    ) -> tuple[list[dict], list[dict]]:
+        """Disjoint (sampling, evaluation) prompt rows, by a fixed seed (``data.split_seed``)
+        so every run and seed shares them: here both from the held-out rows."""
+        n_sample, n_eval = cfg.scale.sample.n_prompts, cfg.scale.eval.n_prompts
+        if n_sample + n_eval > len(heldout):
+            raise DataError(
+                f"scale.sample.n_prompts={n_sample} + scale.eval.n_prompts={n_eval} prompts "
+                f"are needed but the held-out split has {len(heldout)} texts "
+                "(raise data.heldout_fraction)"
+            )
+        chosen = np.random.default_rng(cfg.data.split_seed).choice(
+            len(heldout), n_sample + n_eval, replace=False
+        )
+        return [heldout[i] for i in chosen[:n_sample]], [heldout[i] for i in chosen[n_sample:]]
+
+    def sft_texts(self, rows: list[dict]) -> list[str]:
+        """The SFT model's training texts from the training split's rows."""
+        return [r["text"] for r in rows]
+
+    # ---- responses a task brings itself (task=custom) ----------------------------------
+
+    def given_samples_params(self, cfg: DictConfig) -> dict | None:
+        """The sample stage's key when the task brings its responses (None: it samples)."""
+        return None
+
+    def given_samples(self, cfg: DictConfig, model_dir: Path, rows: list[dict]) -> dict | None:
+        """The sample set packaged as sampling packages it, or None to sample."""
+        return None
+
+    def given_scores(self, rows: list[dict]) -> np.ndarray | None:
+        """Training scores (n_prompts, most responses; NaN where a prompt has fewer) that
+        the task brings, or None to score with the scorer."""
+        return None
+
+    # ---- scoring ------------------------------------------------------------------------
+
+    def scored_text(self, prompt: str, response: str) -> str:
+        return response if self.scored == "response" else prompt + response
+
+    def good_probability(self, p: np.ndarray) -> np.ndarray:
+        """The probability of the good label from the scorer's probability."""
+        p = np.asarray(p, dtype=np.float64)
+        return p if self.higher_is_better else 1.0 - p
+
+    def eval_extras(
+        self, cfg: DictConfig, policy, reference, sft_dir: Path, rows: list[dict]
+    ) -> dict[str, np.ndarray]:
+        """Per-item evaluation values that need the two models (not the scorer), each
+        averaged with its standard error; ``rows``: the evaluation prompt rows."""
+        return {}
+
+    def sample_metrics(self, p: np.ndarray) -> dict[str, np.ndarray]:
+        """Per-sample evaluation values beyond the metric itself (each averaged, with its
+        standard error, into ``<name>`` and ``<name>_se``)."""
+        return {}
+
+    # ---- what a stage's key needs to know -----------------------------------------------
+
+    def key_extras(self, stage: str) -> dict:
+        """Task choices that change a stage's output, for its cache key: the task itself
+        for the data (two tasks may read the same file differently), and any choice that
+        differs from the defaults (sentiment's, whose keys predate the task seam)."""
+        extras: dict = {"task": self.name} if stage == "data" else {}
+        if stage == "sample" and self.scored != Task.scored:
+            extras["scored"] = self.scored
+        if stage == "score" and self.higher_is_better is not Task.higher_is_better:
+            extras["higher_is_better"] = self.higher_is_better
+        if stage == "evaluate" and self.columns() != Task().columns():
+            extras["metrics"] = self.columns()
+        return extras
+
+    # ---- results ------------------------------------------------------------------------
+
+    def describe(self, row: dict, base: dict, classifier_info: dict) -> str:
+        """The end-of-run summary line: metric and KL of the run, and the SFT baseline's."""
+        m = self.metric
+        text = (
+            f"{m} {row[m]:.3f}±{row[f'{m}_se']:.3f}, KL {row['kl']:.3f}±{row['kl_se']:.3f} "
+            f"(exact {row['kl_exact']:.3f}), SFT {m} {base[m]:.3f}"
+        )
+        if classifier_info.get("accuracy") is not None:
+            text += f", classifier acc {classifier_info['accuracy']:.3f}"
+        return text
+
+    def columns(self) -> list[str]:
+        """runs.csv's result columns, after the identity columns."""
+        names = [self.metric, f"{self.metric}_se"]
+        for extra in self.sample_metrics(np.zeros(1)):
+            names += [extra, f"{extra}_se"]
+        return names
+
+
+def heldout_split(rows: list[dict], fraction: float, seed: int) -> tuple[list[dict], list[dict]]:
+    """A fixed (train, held-out) split, independent of the run seed, so every run shares it."""
+    order = np.random.default_rng(seed).permutation(len(rows))
+    n_test = int(round(len(rows) * fraction))
+    return [rows[i] for i in order[n_test:]], [rows[i] for i in order[:n_test]]

@@ -1,0 +1,161 @@
+"""Your own scored data as a task: ``python -m pipeline task=custom data.path=<file.jsonl>``.
+
+The file holds prompts with responses and a score for each (grouped or flat rows, see
+``pipeline.scored_data``). A fixed, seeded share of the prompts is held out; the rest are
+the training groups: every pair of their responses with different scores is a candidate
+pair (ties form none), and the scores are the training scores (the offsets' input).
+Nothing is sampled for training. The SFT model is ``scale.model.pretrained`` when given,
+else a small model trained from scratch on the training groups' prompts + responses.
+
+Evaluation: the implicit-reward accuracy (share of held-out pairs where the policy's
+log-ratio to the SFT model is larger for the better response; a tie counts half, so the SFT
+model scores 0.5) and the mean log-ratio margin on held-out pairs (the implicit-reward
+margin divided by beta), KL to the SFT model on the held-out prompts, and, when a scorer
+is named (``scorer.name``), its mean probability on one sample per held-out prompt."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+from omegaconf import DictConfig
+
+from pipeline import models, scored_data
+from pipeline.checks import data_file, get, number
+from pipeline.errors import ConfigError, DataError
+from pipeline.stages.sample import make_prompts
+from pipeline.tasks.base import Task
+
+FIELDS = ("prompt_field", "response_field", "responses_field", "score_field", "scores_field")
+
+
+class Custom(Task):
+    name = "custom"
+    metric = "pair_accuracy"
+    metric_label = "held-out implicit-reward accuracy"
+    higher_is_better = True
+    scored = "prompt+response"
+    stand_in_note = "your data"
+    labelled = False  # the held-out rows carry no class labels: no classifier accuracy
+    scorer_metric = "reward"  # a named scorer's mean probability, beside the pair metrics
+    cap_pairs = True  # n_pairs above what the file gives: every pair is used, and said
+
+    def check(self, cfg: DictConfig) -> None:
+        data_file(cfg)
+        for key in FIELDS:
+            if not isinstance(get(cfg, f"data.{key}"), str):
+                raise ConfigError(f"data.{key}={get(cfg, f'data.{key}')!r} must be a field name")
+        number(cfg, "data.heldout_fraction")
+        number(cfg, "data.split_seed", strict=False, integer=True)
+        self.read(cfg)  # a malformed line stops the run here, with its file and line
+
+    def read(self, cfg: DictConfig) -> scored_data.ScoredData:
+        fields = {key: cfg.data[key] for key in FIELDS}
+        return scored_data.read_scored(Path(cfg.data.path).expanduser(), **fields)
+
+    def load_splits(self, cfg: DictConfig) -> tuple[list[dict], list[dict]]:
+        data = self.read(cfg)
+        train, heldout = scored_data.split_groups(
+            data.n_groups, cfg.data.heldout_fraction, cfg.data.split_seed
+        )
+        print(scored_data.summary_line(data) + f"; {len(heldout)} prompts held out")
+
+        def rows(indices: np.ndarray) -> list[dict]:
+            return [
+                {
+                    "text": g.prompt,
+                    "label": None,
+                    "responses": g.responses,
+                    "scores": g.scores,
+                    "lines": g.lines,
+                }  # fmt: skip
+                for g in (data.groups[i] for i in indices)
+            ]
+
+        return rows(train), rows(heldout)
+
+    def sft_texts(self, rows: list[dict]) -> list[str]:
+        # An empty response still teaches where the text ends.
+        return [r["text"] + response for r in rows for response in r["responses"]]
+
+    def prompt_sets(self, cfg: DictConfig, train: list[dict], heldout: list[dict]):
+        if not heldout:
+            raise DataError(f"{cfg.data.path}: too few prompts to hold any out")
+        return train, heldout
+
+    def max_pairs(self, cfg: DictConfig) -> tuple[int, str]:
+        return 10**18, ""  # capped at what the file gives (cap_pairs), never refused
+
+    # ---- the responses and scores the file brings --------------------------------------
+
+    def given_samples_params(self, cfg: DictConfig) -> dict | None:
+        # Tokenisation follows from the prompt rows and the SFT tokenizer (both inputs).
+        return {"given": True, "prompt_tokens": cfg.scale.sample.prompt_tokens}
+
+    def given_samples(self, cfg: DictConfig, model_dir: Path, rows: list[dict]) -> dict:
+        """Prompts as evaluation makes them (BOS + the prompt's tokens); each response's
+        tokens + EOS, as a sampled response that finished."""
+        tok = models.load_tokenizer(model_dir)
+        eos, limit = tok.eos_token_id, cfg.scale.sample.prompt_tokens
+        positions = models.max_positions(model_dir)
+        prompts = make_prompts(tok, [r["text"] for r in rows], limit)
+        responses = []
+        for row, prompt in zip(rows, prompts, strict=True):
+            where = f"{cfg.data.path} line {row['lines'][0]}"
+            if len(tok(row["text"], add_special_tokens=False)["input_ids"]) > limit:
+                raise DataError(
+                    f"{where}: the prompt is longer than scale.sample.prompt_tokens={limit} tokens"
+                )
+            ids = tok(row["responses"], add_special_tokens=False)["input_ids"]
+            group = [[*r, eos] for r in ids]
+            for k, response in enumerate(group):
+                if eos in response[:-1]:
+                    raise DataError(f"{cfg.data.path} line {row['lines'][k]}: a response "
+                                    f"contains the end-of-text token {tok.eos_token!r}")  # fmt: skip
+                if positions is not None and len(prompt) + len(response) > positions:
+                    raise DataError(
+                        f"{cfg.data.path} line {row['lines'][k]}: prompt + response are "
+                        f"{len(prompt) + len(response)} tokens (with BOS and EOS), more than "
+                        f"the model's {positions} positions"
+                    )
+            responses.append(group)
+        texts = [[self.scored_text(r["text"], x) for x in r["responses"]] for r in rows]
+        return {"prompts": prompts, "responses": responses, "texts": texts}
+
+    def given_scores(self, rows: list[dict]) -> np.ndarray:
+        table = np.full((len(rows), max(len(r["scores"]) for r in rows)), np.nan)
+        for i, row in enumerate(rows):
+            table[i, : len(row["scores"])] = row["scores"]
+        return table
+
+    # ---- evaluation -----------------------------------------------------------------------
+
+    def columns(self) -> list[str]:
+        return ["pair_accuracy", "pair_accuracy_se", "margin", "margin_se", "reward", "reward_se"]
+
+    def eval_extras(
+        self, cfg: DictConfig, policy, reference, sft_dir: Path, rows: list[dict]
+    ) -> dict[str, np.ndarray]:
+        """Per held-out pair: 1 / 0.5 / 0 as the policy's log-ratio margin is >, =, < 0,
+        and the margin itself (log-ratios to the SFT model, chosen minus rejected)."""
+        from pipeline.stages.reference import batched_logps
+
+        given = self.given_samples(cfg, sft_dir, rows)
+        pairs = scored_data.ragged_pairs([r["scores"] for r in rows])
+        if not len(pairs):
+            print(f"[evaluate] {cfg.data.path}: the held-out prompts give no pair with "
+                  "different scores, so no pair accuracy (raise data.heldout_fraction)")  # fmt: skip
+            return {"pair_accuracy": np.zeros(0), "margin": np.zeros(0)}
+        prompts = [given["prompts"][g] for g in pairs[:, 0]] * 2
+        both = [given["responses"][g][c] for g, c in pairs[:, [0, 1]]] + [
+            given["responses"][g][r] for g, r in pairs[:, [0, 2]]
+        ]
+        pad, batch = models.load_tokenizer(sft_dir).pad_token_id, cfg.scale.eval.batch_size
+        logratio = batched_logps(policy, prompts, both, pad, batch) - batched_logps(
+            reference, prompts, both, pad, batch
+        )
+        margin = logratio[: len(pairs)] - logratio[len(pairs) :]
+        return {"pair_accuracy": (np.sign(margin) + 1) / 2, "margin": margin}
+
+
+TASK = Custom()
