@@ -133,6 +133,11 @@ def read_scored(
             )
         if grouped:
             responses, scores = _grouped_row(row, responses_field, scores_field, where)
+        elif flat and isinstance(row[response_field], list):
+            # A list under the flat name is a group too (data.response_field=answers with
+            # its scores under data.score_field, or the scores_field).
+            scores_at = score_field if score_field in row else scores_field
+            responses, scores = _grouped_row(row, response_field, scores_at, where)
         elif flat:
             responses, scores = _flat_row(row, response_field, score_field, where)
         else:

@@ -184,5 +184,5 @@ def validate(cfg: DictConfig) -> None:
     scorers.check(cfg)
     task.check(cfg)
     most, where = task.max_pairs(cfg)
-    if cfg.n_pairs > most and not task.cap_pairs:
+    if cfg.n_pairs > most and not task.cap_pairs:  # a capped task uses what its data gives
         raise ConfigError(f"n_pairs={cfg.n_pairs} exceeds the {most} {where}")

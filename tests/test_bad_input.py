@@ -245,8 +245,20 @@ def test_more_prompts_than_heldout_texts(tmp_path: Path, key: str) -> None:
 # ---- unknown names --------------------------------------------------------------------
 
 
-def test_unknown_offset(tmp_path: Path) -> None:
-    assert_clean_failure(tmp_path, ["offset=cubic"], "offset=cubic is unknown", cli=True)
+@pytest.mark.parametrize(
+    ("arg", "needle"),
+    [("offset=cubic", "offset=cubic is unknown"), ("scorer=nope", "scorer=nope is unknown"),
+     ("task=nope", "task=nope is unknown"), ("loss=dpo,ipo", "loss=ipo is unknown")],
+)  # fmt: skip
+def test_unknown_group_option_is_one_line_before_hydra(arg: str, needle: str, capsys) -> None:
+    """What ``python -m pipeline`` checks before Hydra composes (test_unknown_loss runs it)."""
+    from pipeline.main import check_choices
+
+    with pytest.raises(SystemExit) as stop:
+        check_choices([arg])
+    assert stop.value.code == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error:") and needle in err[0], err
 
 
 def test_unknown_offset_name(tmp_path: Path) -> None:
@@ -261,16 +273,8 @@ def test_unknown_loss_name(tmp_path: Path) -> None:
     assert_refused_at_startup(tmp_path, ["loss.name=ipo"], "loss.name='ipo'")
 
 
-def test_unknown_scorer(tmp_path: Path) -> None:
-    assert_clean_failure(tmp_path, ["scorer=nope"], "scorer=nope is unknown", cli=True)
-
-
 def test_unknown_scorer_name(tmp_path: Path) -> None:
     assert_refused_at_startup(tmp_path, ["scorer.name=nope"], "scorer.name='nope'")
-
-
-def test_unknown_task(tmp_path: Path) -> None:
-    assert_clean_failure(tmp_path, ["task=nope"], "task=nope is unknown", cli=True)
 
 
 def test_misspelt_key(tmp_path: Path) -> None:
@@ -314,6 +318,7 @@ def test_hub_scorer_while_offline(tmp_path: Path) -> None:
         "scorer.name=hf_pipeline",
         "scorer.model=lvwerra/distilbert-imdb",
         "scorer.label=POSITIVE",
+        "scorer.batch_size=8",
     ]
     assert_refused_at_startup(tmp_path, args, "scorer.model", "offline")
 
@@ -402,11 +407,9 @@ def test_custom_file_missing(tmp_path: Path) -> None:
     )
 
 
-def test_custom_line_not_json_from_the_command_line(tmp_path: Path) -> None:
+def test_custom_line_not_json(tmp_path: Path) -> None:
     path = custom_file(tmp_path, '{"prompt": "The film", "responses": [" is')
-    assert_clean_failure(
-        tmp_path, ["task=custom", f"data.path={path}"], str(path), "line 3", cli=True
-    )
+    assert_clean_failure(tmp_path, ["task=custom", f"data.path={path}"], str(path), "line 3")
 
 
 @pytest.mark.parametrize(
@@ -429,10 +432,11 @@ def test_custom_response_too_long(tmp_path: Path) -> None:
     long = " and".join(["wonderful", "funny", "charming", "moving"] * 12)
     row = {"prompt": "The film", "responses": [" is good.", long], "scores": [1.0, 2.0]}
     path = custom_file(tmp_path, json.dumps(row))
+    # Found once the SFT tokenizer exists: at sampling (a training prompt) or at
+    # evaluation (a held-out one), before any number is published.
     assert_clean_failure(
         tmp_path, ["task=custom", f"data.path={path}"], str(path), "line 3", "positions"
     )
-    assert not (tmp_path / "cache" / "score").exists()
 
 
 def test_custom_scores_all_tie(tmp_path: Path) -> None:

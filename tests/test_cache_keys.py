@@ -25,7 +25,7 @@ from omegaconf.basecontainer import BaseContainer
 
 from pipeline import plan
 from pipeline.results import leaves
-from tests.conftest import ledger, micro_config
+from tests.conftest import ROOT, ledger, micro_config
 
 STAGES = plan.STAGE_MODULES
 # Leaves whose generic change would not be a usable value, with one that is.
@@ -208,3 +208,27 @@ def test_changing_a_config_key_changes_exactly_the_keys_of_stages_that_read_it(
                 )
     if not readers:
         assert after == before, f"no stage reads {leaf}, yet changing it moves cache keys"
+
+
+@pytest.mark.parametrize(
+    "overrides",
+    [
+        ["task=toxicity"],
+        ["task=custom", f"data.path={ROOT / 'tests/fixtures/custom_grouped.jsonl'}"],
+    ],
+    ids=["toxicity", "custom"],
+)
+def test_plan_gives_the_keys_a_run_uses_for_every_task(tmp_path: Path, overrides) -> None:
+    """The other tasks' paths through the stages (response-only scoring, the other label
+    good; no classifier and the task's own scores) are planned as they run."""
+    from pipeline.main import run_experiment
+
+    cfg = micro_config(tmp_path, *overrides, "data.heldout_fraction=0.4")
+    run_experiment(cfg)
+    planned = plan.stage_keys(cfg)
+    used = {(e["stage"], e["key"]) for e in ledger(tmp_path) if e["stage"] != "plot"}
+    assert used == {(name.removesuffix("_sft"), key) for name, key in planned.items()}
+    # The task is part of the data key: another task never reuses these splits.
+    from pipeline.stages import data
+
+    assert data.params(with_leaf(cfg, "task.name", "sentiment")) != data.params(cfg)

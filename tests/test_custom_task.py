@@ -12,7 +12,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from tests.conftest import ROOT, ledger, run_cli
+from tests.conftest import ROOT, ledger, run_in_process
 
 FIXTURES = ROOT / "tests" / "fixtures"
 
@@ -39,6 +39,13 @@ def count_pairs(items: list[tuple[str, float]]) -> int:
     )
 
 
+def run_custom(args: list[str], tmp: Path):
+    """One micro run in this process (no new Python, no Hydra callback)."""
+    done = run_in_process(args, tmp)
+    assert done.returncode == 0, done.stderr[-3000:]
+    return done
+
+
 def stage_dir(tmp: Path, stage: str) -> Path:
     (key,) = {e["key"] for e in ledger(tmp) if e["stage"] == stage}
     return tmp / "cache" / stage / key
@@ -56,7 +63,7 @@ def test_custom_runs_end_to_end_with_independent_counts(tmp_path: Path, fixture:
     assert len(sizes) > 1  # the fixture has groups of different sizes
     empties = sum(r == "" for items in groups.values() for r, _ in items)
     assert empties >= 1
-    done = run_cli(["task=custom", f"data.path={path}", "data.heldout_fraction=0.4"], tmp_path)
+    done = run_custom(["task=custom", f"data.path={path}", "data.heldout_fraction=0.4"], tmp_path)
 
     n_responses = sum(len(v) for v in groups.values())
     assert f"{len(groups)} prompts, {n_responses} responses ({empties} empty)" in done.stdout
@@ -89,6 +96,10 @@ def test_custom_runs_end_to_end_with_independent_counts(tmp_path: Path, fixture:
     assert sft["pair_accuracy"] == 0.5 and sft["margin"] == 0  # the SFT model ties itself
     assert 0 <= run["pair_accuracy"] <= 1 and sft["kl"] == 0 and run["kl"] >= 0
     assert np.isnan(run["reward"])  # no scorer named
+    from pipeline.callbacks import plot_results
+
+    spec = {"kind": "reward_vs_kl", "title": "mine", "task": "custom"}
+    plot_results(tmp_path / "results", tmp_path / "cache", spec)
     assert (tmp_path / "results" / "pair_accuracy_vs_kl.png").is_file()
 
 
@@ -100,7 +111,7 @@ def test_custom_field_names_and_a_named_scorer(tmp_path: Path) -> None:
     args = [f"data.{k}_field={v}" for k, v in fields.items() if k in ("prompt", "score")]
     args += [f"data.response_field={fields['text']}", f"data.responses_field={fields['responses']}",
              f"data.scores_field={fields['scores']}"]  # fmt: skip
-    done = run_cli(
+    done = run_custom(
         ["task=custom", f"data.path={path}", "data.heldout_fraction=0.5", "scorer=keyword", *args],
         tmp_path,
     )
@@ -111,8 +122,9 @@ def test_custom_field_names_and_a_named_scorer(tmp_path: Path) -> None:
 
 def test_custom_ties_form_no_pair_and_the_offsets_use_the_given_scores(tmp_path: Path) -> None:
     path = FIXTURES / "custom_grouped.jsonl"
-    run_cli(["task=custom", f"data.path={path}", "data.heldout_fraction=0.4", "n_pairs=3"],
-            tmp_path)  # fmt: skip
+    run_custom(
+        ["task=custom", f"data.path={path}", "data.heldout_fraction=0.4", "n_pairs=3"], tmp_path
+    )
     with np.load(stage_dir(tmp_path, "pairs") / "pairs.npz") as z:
         assert len(z["prompt"]) == 3
         assert (z["score_chosen"] != z["score_rejected"]).all()

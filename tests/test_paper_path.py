@@ -13,7 +13,7 @@ from omegaconf import OmegaConf
 from pipeline import models
 from pipeline.scorers import HFPipelineScorer
 from pipeline.tasks.sentiment import TASK as SENTIMENT
-from tests.conftest import ROOT, run_cli
+from tests.conftest import ROOT, run_in_process
 
 
 def _fixture_rows() -> list[dict]:
@@ -60,12 +60,14 @@ def _tiny_pretrained_lm(tmp: Path) -> Path:
 
 def test_pipeline_fine_tunes_a_pretrained_model_from_a_local_path(tmp_path: Path) -> None:
     lm = _tiny_pretrained_lm(tmp_path)
-    run_cli([f"scale.model.pretrained={lm}", "loss=dpo"], tmp_path)
+    done = run_in_process([f"scale.model.pretrained={lm}", "loss=dpo"], tmp_path)
+    assert done.returncode == 0, done.stderr[-3000:]
     table = pd.read_csv(tmp_path / "results" / "runs.csv")
     assert sorted(table["loss"]) == ["dpo", "sft"]
 
 
-def test_transformers_classifier_pipeline_scores_probabilities(tmp_path: Path) -> None:
+def _tiny_classifier(tmp: Path, labels: tuple[str, str]) -> Path:
+    """A randomly initialised DistilBERT text classifier saved like a hub model."""
     from transformers import DistilBertConfig, DistilBertForSequenceClassification
 
     texts = [r["text"] for r in _fixture_rows()]
@@ -77,17 +79,42 @@ def test_transformers_classifier_pipeline_scores_probabilities(tmp_path: Path) -
         n_layers=1,
         n_heads=2,
         max_position_embeddings=64,
-        id2label={0: "NEGATIVE", 1: "POSITIVE"},
-        label2id={"NEGATIVE": 0, "POSITIVE": 1},
+        id2label=dict(enumerate(labels)),
+        label2id={label: i for i, label in enumerate(labels)},
         pad_token_id=tok.pad_token_id,
     )
-    path = tmp_path / "tiny-clf"
+    path = tmp / f"tiny-clf-{labels[1]}"
     DistilBertForSequenceClassification(config).save_pretrained(path)
     tok.save_pretrained(path)
+    return path
+
+
+def test_transformers_classifier_pipeline_scores_probabilities(tmp_path: Path) -> None:
+    path = _tiny_classifier(tmp_path, ("NEGATIVE", "POSITIVE"))
     scorer = HFPipelineScorer(
         OmegaConf.create({"model": str(path), "label": "POSITIVE", "batch_size": 8}),
         path,
         device="cpu",
     )
-    p = scorer.prob(texts[:10])
+    p = scorer.prob([r["text"] for r in _fixture_rows()][:10])
     assert p.shape == (10,) and np.all((p >= 0) & (p <= 1))
+
+
+def test_toxicity_paper_paths_on_local_fixtures(tmp_path: Path) -> None:
+    """The paper scale's toxicity paths without the hub: a pretrained causal LM from a
+    folder, a transformers classifier with the paper's labels (nothate / hate) and a file
+    in the RealToxicityPrompts layout (prompt.text, prompt.toxicity, continuation)."""
+    lm = _tiny_pretrained_lm(tmp_path)
+    clf = _tiny_classifier(tmp_path, ("nothate", "hate"))
+    rtp = ROOT / "tests" / "fixtures" / "rtp_layout.jsonl"
+    done = run_in_process(
+        ["task=toxicity", "loss=dpo", f"scale.model.pretrained={lm}", "data.source=local",
+         f"data.path={rtp}", "data.heldout_fraction=0.3", "scorer.name=hf_pipeline",
+         f"scorer.model={clf}", "scorer.label=hate", "scale.sample.n_prompts=5",
+         "scale.eval.n_prompts=2", "n_pairs=10"],
+        tmp_path,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-3000:]
+    table = pd.read_csv(tmp_path / "results" / "runs.csv")
+    assert sorted(table["loss"]) == ["dpo", "sft"]
+    assert table["toxicity"].between(0, 1).all() and table["toxic_share"].between(0, 1).all()

@@ -379,3 +379,15 @@ def test_split_of_zero_or_one_group():
 def test_split_refuses_a_bad_fraction(fraction):
     with pytest.raises(ConfigError):
         split_groups(10, fraction, seed=0)
+
+
+def test_a_list_under_the_flat_field_names_is_a_group(tmp_path: Path) -> None:
+    path = tmp_path / "renamed.jsonl"
+    path.write_text(
+        '{"q": "p", "answers": ["a", "", "c"], "rating": [1, 2, 2]}\n'
+        '{"q": "p", "answers": "d", "rating": 0.5}\n'
+    )
+    data = read_scored(path, prompt_field="q", response_field="answers", score_field="rating")
+    assert data.n_groups == 1 and data.n_responses == 4 and data.n_empty == 1
+    assert data.groups[0].scores == [1.0, 2.0, 2.0, 0.5]
+    assert len(data.pairs()) == 5  # 6 pairs less the one tie (2, 2)

@@ -17,7 +17,7 @@ from omegaconf import OmegaConf
 from pipeline import tasks
 from pipeline.rewards import training_score
 from pipeline.tasks.toxicity import TASK as TOXICITY
-from tests.conftest import ROOT, run_cli
+from tests.conftest import ROOT, run_in_process
 
 FIXTURES = ROOT / "tests" / "fixtures"
 
@@ -100,7 +100,12 @@ def test_toxicity_evaluation_by_hand() -> None:
 
 
 def test_toxicity_micro_end_to_end(tmp_path: Path) -> None:
-    done = run_cli(["task=toxicity", "loss=dpo"], tmp_path)
+    from pipeline.callbacks import plot_results
+
+    done = run_in_process(["task=toxicity", "loss=dpo"], tmp_path)
+    assert done.returncode == 0, done.stderr[-3000:]
+    spec = {"kind": "reward_vs_kl", "title": "Toxicity", "task": "toxicity"}
+    plot_results(tmp_path / "results", tmp_path / "cache", spec)
     table = pd.read_csv(tmp_path / "results" / "runs.csv")
     columns = ["loss", "beta", "alpha", "offset", "n_pairs", "seed", "toxicity", "toxicity_se",
                "kl", "kl_se", "kl_exact", "train_seconds"]  # fmt: skip

@@ -83,9 +83,6 @@ class Custom(Task):
             raise DataError(f"{cfg.data.path}: too few prompts to hold any out")
         return train, heldout
 
-    def max_pairs(self, cfg: DictConfig) -> tuple[int, str]:
-        return 10**18, ""  # capped at what the file gives (cap_pairs), never refused
-
     # ---- the responses and scores the file brings --------------------------------------
 
     def given_samples_params(self, cfg: DictConfig) -> dict | None:
