@@ -205,8 +205,8 @@ def params(scorer_cfg: DictConfig) -> dict:
 
 def check(cfg: DictConfig) -> None:
     """The scorer's settings, before any work (each scorer checks its own keys)."""
-    if get(cfg, "scorer.name") is None and not tasks.get(cfg).labelled:
-        return  # task=custom may name no scorer
+    if get(cfg, "scorer.name") is None and tasks.get(cfg).given_samples_params(cfg) is not None:
+        return  # a task that brings its own scores (task=custom) may name no scorer
     choice(cfg, "scorer.name", SCORERS)
     number(cfg, "scorer.max_eval_rows", integer=True)
     number(cfg, "scorer.min_accuracy", strict=False)

@@ -47,7 +47,7 @@ def local_files(
 ) -> list[dict]:
     """A CSV or JSONL file with a text column and an optional 0/1 label column,
     read with ``datasets`` (the same reader the hub path uses)."""
-    path = Path(path)
+    path = Path(path).expanduser()
     if not path.is_file():
         raise DataError(f"data file {path} does not exist")
     kind = {".csv": "csv", ".jsonl": "json", ".json": "json", ".parquet": "parquet"}.get(

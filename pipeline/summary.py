@@ -245,7 +245,7 @@ def render_summary(
     area_text = (
         f"the SFT {m} {_num(floor)} (what KL 0 gives), so a row that never beats SFT scores "
         f"{b} × {_num(floor)} = {_num(area_budget * floor)}"
-        if len(sft)
+        if np.isfinite(floor)
         else f"the SFT {m}, which this table lacks (–)"
     )
     out += [
@@ -255,7 +255,8 @@ def render_summary(
         f"of the row dominates (no other run has KL ≤ and {m} {ge}, one of them strict; exact "
         f"duplicates count once). *Area (KL ≤ {b})*: the integral of R(x) over 0 ≤ x ≤ {b}, "
         f"where R(x) is the {highest} {m} of the row's runs with KL ≤ x and never {less} than "
-        f"{area_text}. *Best (KL ≤ b)*: the {highest} {m} of a run with KL ≤ b (– if none).",
+        f"{area_text}{'' if higher_is_better else '; a smaller area is better'}. *Best (KL ≤ b)*: "
+        f"the {highest} {m} of a run with KL ≤ b (– if none).",
         "",
     ]
     header = ["n_pairs", "series", "runs", "frontier points", f"area (KL ≤ {b})"]
@@ -265,7 +266,11 @@ def render_summary(
         kl, reward = group[kl_column].to_numpy(), group["reward"].to_numpy()
         idx = pareto_frontier(kl, s * reward)
         frontiers.append((n_pairs, series, group.iloc[idx]))
-        area = s * frontier_area(kl, s * reward, area_budget, s * floor) if len(sft) else np.nan
+        area = (
+            s * frontier_area(kl, s * reward, area_budget, s * floor)
+            if np.isfinite(floor)
+            else np.nan
+        )
         rows.append(
             [_int(n_pairs), series, str(len(group)), str(len(idx)), _num(area)]
             + [_num(s * best_within(kl, s * reward, budget)) for budget in kl_budgets]
@@ -386,8 +391,17 @@ def main(argv: list[str]) -> int:
     if not table.is_file():
         print(f"results_dir: no runs.csv in {args.results_dir}", file=sys.stderr)
         return 2
-    title = args.title or args.results_dir.resolve().name
-    path = write_summary(table, args.results_dir / "summary.md", title)
+    from pipeline import tasks
+    from pipeline.callbacks import SPEC, read_spec
+
+    spec = read_spec(args.results_dir)  # the folder's figures.json: its task and title
+    task = tasks.by_name(spec["task"])
+    named = (args.results_dir / SPEC).is_file()
+    title = args.title or (spec["title"] if named else args.results_dir.resolve().name)
+    path = write_summary(
+        table, args.results_dir / "summary.md", title, metric=task.metric,
+        higher_is_better=task.higher_is_better,
+    )  # fmt: skip
     print(f"wrote {path}")
     return 0
 

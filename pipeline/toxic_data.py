@@ -78,7 +78,8 @@ def _keep(
     prompts cannot pass it."""
     rows = [_row(t, x) for t, x in records if x is not None and x > min_toxicity]
     if not rows:
-        raise DataError(f"{where}: no prompt has toxicity > {min_toxicity}")
+        what = "a toxicity score" if min_toxicity < 0 else f"toxicity > {min_toxicity}"
+        raise DataError(f"{where}: no prompt has {what}")
     return rows
 
 
@@ -111,7 +112,7 @@ def hub_prompts(name: str, split: str, min_toxicity: float) -> list[dict]:
 def local_prompts(path: str | Path, min_toxicity: float) -> list[dict]:
     """A local JSONL copy in the RTP layout or flat (``text``, ``toxicity``), with the
     same filter as :func:`hub_prompts`."""
-    path = Path(path)
+    path = Path(path).expanduser()
     if not path.is_file():
         raise DataError(f"data file {path} does not exist")
     with open(path, "rb") as f:

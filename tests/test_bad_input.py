@@ -445,7 +445,9 @@ def test_custom_scores_all_tie(tmp_path: Path) -> None:
     path.write_text(
         "".join(json.dumps({**r, "scores": [2.0] * len(r["scores"])}) + "\n" for r in rows)
     )
-    assert_clean_failure(tmp_path, ["task=custom", f"data.path={path}"], "no pairs")
+    assert_refused_at_startup(
+        tmp_path, ["task=custom", f"data.path={path}"], "no pair with different scores"
+    )
 
 
 @pytest.mark.parametrize("score", [-1.0, 0.0])
@@ -455,9 +457,10 @@ def test_custom_log_ratio_on_non_positive_score(tmp_path: Path, score: float) ->
         r["scores"] = [score] + [float(k + 1) for k in range(len(r["scores"]) - 1)]
     path = tmp_path / "nonpositive.jsonl"
     path.write_text("".join(json.dumps(r) + "\n" for r in rows))
-    assert_clean_failure(
-        tmp_path, ["task=custom", f"data.path={path}", "offset=log_ratio"], "offset=log_ratio"
-    )
+    assert_refused_at_startup(
+        tmp_path, ["task=custom", f"data.path={path}", "offset=log_ratio"], "offset=log_ratio",
+        "scores > 0",
+    )  # fmt: skip
 
 
 def test_log_ratio_undefined_on_zero_scores() -> None:

@@ -46,3 +46,16 @@ def test_kl_falls_as_beta_rises(table: pd.DataFrame, loss: str) -> None:
     runs = table[table["loss"] == loss]
     rank_corr = runs["beta"].corr(runs["kl"], method="spearman")
     assert rank_corr < -0.5, rank_corr
+
+
+def test_the_summary_command_reads_the_task_from_the_folder(tmp_path) -> None:
+    """`python -m pipeline.summary results/toxicity` rewrites the committed summary."""
+    import shutil
+
+    from pipeline.summary import main
+
+    folder = tmp_path / "toxicity"
+    shutil.copytree(TABLE.parent, folder)
+    (folder / "summary.md").unlink()
+    assert main([str(folder)]) == 0
+    assert (folder / "summary.md").read_text() == (TABLE.parent / "summary.md").read_text()

@@ -27,7 +27,8 @@ def params(cfg: DictConfig) -> dict:
     path = params.get("path")
     if isinstance(path, str) and path.strip():
         # A file is keyed by its contents, so editing it in place recomputes.
-        params["path_sha256"] = file_sha256(Path(path)) if Path(path).is_file() else None
+        file = Path(path).expanduser()
+        params["path_sha256"] = file_sha256(file) if file.is_file() else None
     return params
 
 

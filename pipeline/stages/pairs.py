@@ -18,7 +18,9 @@ VERSION = 1
 
 
 def params(cfg: DictConfig) -> dict:
-    return {"n_pairs": cfg.n_pairs, "seed": cfg.seed}
+    # The pairs a run will use: task=custom caps n_pairs at what the file gives, so two
+    # sizes above that are one computation and one row.
+    return {"n_pairs": tasks.get(cfg).pairs_used(cfg), "seed": cfg.seed}
 
 
 def run(cfg: DictConfig, cache: Cache, scores: Artifact) -> Artifact:
@@ -30,9 +32,8 @@ def run(cfg: DictConfig, cache: Cache, scores: Artifact) -> Artifact:
                 "the sample set has no pairs with different scores: every response of a "
                 "prompt scored the same (nothing to prefer)"
             )
-        n_pairs = cfg.n_pairs
-        if n_pairs > len(every) and tasks.get(cfg).cap_pairs:
-            n_pairs = len(every)  # the task's own data: every pair it gives
+        n_pairs = tasks.get(cfg).pairs_used(cfg)
+        if n_pairs < cfg.n_pairs:
             print(f"[pairs] n_pairs={cfg.n_pairs} asked; the data gives {n_pairs}, all used")
         if n_pairs > len(every):
             raise ConfigError(

@@ -74,7 +74,10 @@ def _save(fig: plt.Figure, out: Path) -> Path:
         # A unique temporary name, then rename: a killed or concurrent run never
         # leaves (or reads) half a figure.
         tmp = path.with_name(f".{path.stem}.{uuid.uuid4().hex[:8]}.tmp{path.suffix}")
-        fig.savefig(tmp, dpi=130)
+        # No creation date in the PDF: the same table gives the same bytes.
+        fig.savefig(
+            tmp, dpi=130, metadata={"CreationDate": None} if path.suffix == ".pdf" else None
+        )
         os.replace(tmp, path)
     plt.close(fig)
     return out

@@ -1,6 +1,6 @@
-"""Stage 1b, prompts: the sampling and evaluation prompt sets (disjoint, neither seen by
-SFT), chosen by the task from the held-out split. Kept apart from the data splits so that
-changing a prompt count never retrains the SFT model or classifier."""
+"""Stage 1b, prompts: the sampling and evaluation prompt sets (disjoint; the evaluation
+prompts are never seen by SFT), chosen by the task from the data splits. Kept apart from
+the data splits so that changing a prompt count never retrains the SFT model or classifier."""
 
 from __future__ import annotations
 
@@ -33,7 +33,7 @@ def run(cfg: DictConfig, cache: Cache, data: Artifact) -> Artifact:
         write_jsonl(out / "eval_prompts.jsonl", evaluation)
         print(
             f"[prompts] {len(sampling)} sampling and {len(evaluation)} evaluation prompts "
-            f"from {len(heldout)} held-out texts"
+            f"({len(train)} training and {len(heldout)} held-out rows)"
         )
         return {"n_sample_prompts": len(sampling), "n_eval_prompts": len(evaluation)}
 

@@ -58,6 +58,10 @@ class Task:
         if get(cfg, "data.source") == "hub":
             hub_or_local(cfg, "data.name", require_dataset)
 
+    def pairs_used(self, cfg: DictConfig) -> int:
+        """How many pairs a run trains on (part of the pairs stage's key)."""
+        return int(cfg.n_pairs)
+
     def max_pairs(self, cfg: DictConfig) -> tuple[int, str]:
         """The most pairs a sample set can give, and what bounds it (for n_pairs)."""
         n, k = cfg.scale.sample.n_prompts, cfg.scale.sample.n_samples

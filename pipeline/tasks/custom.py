@@ -15,14 +15,16 @@ is named (``scorer.name``), its mean probability on one sample per held-out prom
 
 from __future__ import annotations
 
+import functools
 from pathlib import Path
 
 import numpy as np
 from omegaconf import DictConfig
 
 from pipeline import models, scored_data
-from pipeline.checks import data_file, get, number
+from pipeline.checks import at_most, data_file, get, number
 from pipeline.errors import ConfigError, DataError
+from pipeline.losses import USES_OFFSET
 from pipeline.stages.sample import make_prompts
 from pipeline.tasks.base import Task
 
@@ -41,23 +43,49 @@ class Custom(Task):
     cap_pairs = True  # n_pairs above what the file gives: every pair is used, and said
 
     def check(self, cfg: DictConfig) -> None:
-        data_file(cfg)
+        """Everything the file decides, at start-up: a malformed line (with its file and
+        line), no pair to train on or to evaluate, log_ratio on a score <= 0."""
+        path = data_file(cfg)
         for key in FIELDS:
             if not isinstance(get(cfg, f"data.{key}"), str):
                 raise ConfigError(f"data.{key}={get(cfg, f'data.{key}')!r} must be a field name")
         number(cfg, "data.heldout_fraction")
+        at_most(cfg, "data.heldout_fraction", 1, strict=True)
         number(cfg, "data.split_seed", strict=False, integer=True)
-        self.read(cfg)  # a malformed line stops the run here, with its file and line
+        data, train, heldout = self.split(cfg)
+        for part, name, hint in ((train, "training", "lower"), (heldout, "held-out", "raise")):
+            scores = [data.groups[i].scores for i in part]
+            if not len(scored_data.ragged_pairs(scores)):
+                raise DataError(
+                    f"{path}: the {len(part)} {name} prompts give no pair with different "
+                    f"scores (each needs 2 responses scored differently); {hint} "
+                    "data.heldout_fraction or add responses"
+                )
+        if cfg.loss.name in USES_OFFSET and cfg.offset.name == "log_ratio":
+            for i in train:
+                group = data.groups[i]
+                for score, line in zip(group.scores, group.lines, strict=True):
+                    if score <= 0 and len(set(group.scores)) > 1:
+                        raise ConfigError(
+                            f"offset=log_ratio needs scores > 0, but {path} line {line} "
+                            f"has score {score}"
+                        )
 
-    def read(self, cfg: DictConfig) -> scored_data.ScoredData:
-        fields = {key: cfg.data[key] for key in FIELDS}
-        return scored_data.read_scored(Path(cfg.data.path).expanduser(), **fields)
+    def split(self, cfg: DictConfig) -> tuple[scored_data.ScoredData, np.ndarray, np.ndarray]:
+        """The file's groups and the seeded (training, held-out) group indices."""
+        path = Path(cfg.data.path).expanduser()
+        fields = tuple(cfg.data[key] for key in FIELDS)
+        return _split(path, path.stat().st_mtime_ns, fields, float(cfg.data.heldout_fraction),
+                      int(cfg.data.split_seed))  # fmt: skip
+
+    def pairs_used(self, cfg: DictConfig) -> int:
+        """n_pairs, or every training pair when the file gives fewer (said in the log)."""
+        data, train, _ = self.split(cfg)
+        available = len(scored_data.ragged_pairs([data.groups[i].scores for i in train]))
+        return min(int(cfg.n_pairs), available)
 
     def load_splits(self, cfg: DictConfig) -> tuple[list[dict], list[dict]]:
-        data = self.read(cfg)
-        train, heldout = scored_data.split_groups(
-            data.n_groups, cfg.data.heldout_fraction, cfg.data.split_seed
-        )
+        data, train, heldout = self.split(cfg)
         print(scored_data.summary_line(data) + f"; {len(heldout)} prompts held out")
 
         def rows(indices: np.ndarray) -> list[dict]:
@@ -138,11 +166,7 @@ class Custom(Task):
         from pipeline.stages.reference import batched_logps
 
         given = self.given_samples(cfg, sft_dir, rows)
-        pairs = scored_data.ragged_pairs([r["scores"] for r in rows])
-        if not len(pairs):
-            print(f"[evaluate] {cfg.data.path}: the held-out prompts give no pair with "
-                  "different scores, so no pair accuracy (raise data.heldout_fraction)")  # fmt: skip
-            return {"pair_accuracy": np.zeros(0), "margin": np.zeros(0)}
+        pairs = scored_data.ragged_pairs([r["scores"] for r in rows])  # > 0: checked at start-up
         prompts = [given["prompts"][g] for g in pairs[:, 0]] * 2
         both = [given["responses"][g][c] for g, c in pairs[:, [0, 1]]] + [
             given["responses"][g][r] for g, r in pairs[:, [0, 2]]
@@ -153,6 +177,17 @@ class Custom(Task):
         )
         margin = logratio[: len(pairs)] - logratio[len(pairs) :]
         return {"pair_accuracy": (np.sign(margin) + 1) / 2, "margin": margin}
+
+
+@functools.lru_cache(maxsize=4)
+def _split(
+    path: Path, mtime_ns: int, fields: tuple[str, ...], fraction: float, seed: int
+) -> tuple[scored_data.ScoredData, np.ndarray, np.ndarray]:
+    # Read once per run (the check, the keys and the data stage all ask); the file's
+    # modification time is part of the cache key, so an edited file is read again.
+    data = scored_data.read_scored(path, **dict(zip(FIELDS, fields, strict=True)))
+    train, heldout = scored_data.split_groups(data.n_groups, fraction, seed)
+    return data, train, heldout
 
 
 TASK = Custom()
