@@ -1,7 +1,8 @@
 """KL(pi_theta || pi_SFT) estimators on samples drawn from pi_theta.
 
-Sums run over response tokens only (the authors' code also summed prompt tokens,
-which adds noise without changing the expectation).
+Sums run over response tokens only. The authors' code also summed prompt tokens, which
+is not just noise: with c = log pi_SFT(x) - log pi(x) over the prompt, the k3 expectation
+gains E[exp(c) - 1 - c] >= 0, a bias upward whenever the policy moved on prompt tokens.
 """
 
 from __future__ import annotations
