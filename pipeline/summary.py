@@ -19,11 +19,11 @@ import pandas as pd
 
 from pipeline.cache import atomic_write_text
 from pipeline.frontier import best_within, frontier_area, pareto_frontier
+from pipeline.markdown import integer, markdown_table, num, provenance
 from pipeline.results import as_reward, describe_fingerprint, read, read_fingerprint
 
 MATCH = ["beta", "n_pairs", "seed"]  # what "the same setting" means in the head-to-head
 SPREAD_KEYS = ["loss", "offset", "alpha", "n_pairs", "beta"]
-DIGITS = 3  # every reward, KL and area in summary.md
 
 
 def training_runs(runs: pd.DataFrame, kl_column: str = "kl") -> pd.DataFrame:
@@ -154,46 +154,6 @@ def seed_spread(runs: pd.DataFrame, kl_column: str = "kl") -> pd.DataFrame:
     return spread.reset_index()
 
 
-# --- Markdown -----------------------------------------------------------------------------
-
-
-def _num(value: float, digits: int = DIGITS) -> str:
-    return "–" if pd.isna(value) else f"{value:.{digits}f}"
-
-
-def _int(value: float) -> str:
-    return "–" if pd.isna(value) else str(int(round(value)))
-
-
-def markdown_table(header: Sequence[str], rows: Sequence[Sequence[str]], right: int = 0) -> str:
-    """A GitHub Markdown table; the last ``right`` columns are right-aligned (numbers)."""
-    n = len(header)
-    if any(len(row) != n for row in rows):
-        raise ValueError("every row needs one cell per header column")
-    align = ["---"] * (n - right) + ["---:"] * right
-
-    def line(cells: Sequence[str]) -> str:
-        return "| " + " | ".join(str(c).replace("|", "\\|") for c in cells) + " |"
-
-    return "\n".join([line(header), line(align)] + [line(row) for row in rows])
-
-
-def _provenance(runs: pd.DataFrame) -> str:
-    scales = sorted({str(s) for s in runs.get("scale", pd.Series(dtype=object)).dropna()})
-    scale_text = ", ".join(f"`{s}`" for s in scales) or "not recorded"
-    if "stand_in" not in runs.columns or runs["stand_in"].isna().all():
-        return f"Scale: {scale_text}; whether these are stand-in results is not recorded."
-    flags = runs["stand_in"].dropna().map(lambda v: str(v).strip().lower() in ("true", "1"))
-    if flags.all():
-        return (
-            f"Results of the **embedded stand-in** (`stand_in = True`), scale {scale_text}: "
-            "not the paper's setting."
-        )
-    if not flags.any():
-        return f"Results not from the stand-in (`stand_in = False`), scale {scale_text}."
-    return f"Mixed table: some rows from the embedded stand-in, some not; scales {scale_text}."
-
-
 def render_summary(
     runs: pd.DataFrame,
     title: str,
@@ -217,10 +177,10 @@ def render_summary(
     sft = runs[runs["loss"] == "sft"]
     floor = float(sft["reward"].iloc[0]) if len(sft) else float("nan")
 
-    out = [f"# {title}", "", _provenance(runs), "", *describe_fingerprint(fingerprint)]
+    out = [f"# {title}", "", provenance(runs), "", *describe_fingerprint(fingerprint)]
     if len(sft):
         out.append(
-            f"SFT baseline: {m} {_num(floor)} ± {_num(float(sft['reward_se'].iloc[0]))} at KL 0."
+            f"SFT baseline: {m} {num(floor)} ± {num(float(sft['reward_se'].iloc[0]))} at KL 0."
         )
     else:
         out.append("No SFT baseline in the table, so no area under the frontier.")
@@ -243,8 +203,8 @@ def render_summary(
 
     b = f"{area_budget:g}"
     area_text = (
-        f"the SFT {m} {_num(floor)} (what KL 0 gives), so a row that never beats SFT scores "
-        f"{b} × {_num(floor)} = {_num(area_budget * floor)}"
+        f"the SFT {m} {num(floor)} (what KL 0 gives), so a row that never beats SFT scores "
+        f"{b} × {num(floor)} = {num(area_budget * floor)}"
         if np.isfinite(floor)
         else f"the SFT {m}, which this table lacks (–)"
     )
@@ -272,21 +232,21 @@ def render_summary(
             else np.nan
         )
         rows.append(
-            [_int(n_pairs), series, str(len(group)), str(len(idx)), _num(area)]
-            + [_num(s * best_within(kl, s * reward, budget)) for budget in kl_budgets]
+            [integer(n_pairs), series, str(len(group)), str(len(idx)), num(area)]
+            + [num(s * best_within(kl, s * reward, budget)) for budget in kl_budgets]
         )
     out += [markdown_table(header, rows, right=len(header) - 2), ""]
 
     out += ["## Frontier points", "", "Each row's frontier, by increasing KL.", ""]
     for n_pairs, series, points in frontiers:
         point_rows = [
-            [f"{beta:g}", _int(seed), _num(kl), _num(reward)]
+            [f"{beta:g}", integer(seed), num(kl), num(reward)]
             for beta, seed, kl, reward in zip(
                 points["beta"], points["seed"], points[kl_column], points["reward"], strict=True
             )
         ]
         out += [
-            f"### {series}, n_pairs = {_int(n_pairs)}",
+            f"### {series}, n_pairs = {integer(n_pairs)}",
             "",
             markdown_table(["β", "seed", "KL", m], point_rows, right=4),
             "",
@@ -332,11 +292,11 @@ def render_summary(
     spread_rows = [
         [
             row.series,
-            _int(row.n_pairs),
+            integer(row.n_pairs),
             f"{row.beta:g}",
             str(row.seeds),
-            f"{_num(row.reward_mean)} [{_num(row.reward_min)}, {_num(row.reward_max)}]",
-            f"{_num(row.kl_mean)} [{_num(row.kl_min)}, {_num(row.kl_max)}]",
+            f"{num(row.reward_mean)} [{num(row.reward_min)}, {num(row.reward_max)}]",
+            f"{num(row.kl_mean)} [{num(row.kl_min)}, {num(row.kl_max)}]",
         ]
         for row in spread.itertuples()
     ]
