@@ -170,3 +170,9 @@ def test_toxicity_splits_from_the_hub_layout(monkeypatch: pytest.MonkeyPatch) ->
     train, heldout = TOXICITY.load_splits(cfg)
     above, _ = _independent_counts(FIXTURES / "rtp_layout.jsonl")
     assert sum(r.get("toxicity", 0) > 0.3 for r in train + heldout) == above
+
+
+@pytest.mark.parametrize("name", tasks.names())
+def test_a_tasks_extra_metrics_are_the_ones_it_computes(name: str) -> None:
+    task = tasks.by_name(name)
+    assert set(task.sample_metrics(np.array([0.2, 0.8]))) == set(task.extra_metrics)

