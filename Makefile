@@ -12,7 +12,7 @@ SENTIMENT := -m experiment=sentiment
 # A first look: 6 runs of the sentiment grid (one seed, one size, 3 betas, DPO and ODPO).
 DEMO := -m experiment=sentiment seed=0 n_pairs=5000 loss.beta=0.1,1,5 results_dir=results/demo
 
-.PHONY: help setup data test lint format sentiment toxicity ablations demo figures chaos clean mutants
+.PHONY: help setup data test lint format sentiment toxicity ablations demo figures chaos clean mutants bench train-fsdp
 
 help: ## list every target
 	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -75,8 +75,33 @@ SEED ?= 0
 chaos: $(STAMP) ## kill -9 a micro run at random times and resume it: make chaos ROUNDS=10 SEED=1
 	$(PY) -m pipeline.chaos --rounds $(ROUNDS) --seed $(SEED)
 
+# One run with its training sharded over NPROC processes, one per GPU (FSDP2 through
+# accelerate, conf/distributed/fsdp.yaml): rank 0 runs the other stages and the evaluation.
+# NPROC defaults to every GPU of the machine (2 processes over gloo on a CPU-only one).
+NPROC ?= $(shell $(PY) -c 'import torch; print(torch.cuda.device_count() or 2)')
+train-fsdp: $(STAMP) ## one run, training sharded over NPROC GPUs: make train-fsdp NPROC=8 ARGS="scale=paper ..."
+	$(PY) -m accelerate.commands.launch --config_file conf/accelerate/fsdp.yaml \
+		--num_processes $(NPROC) -m pipeline distributed=fsdp $(ARGS)
+
 clean: ## delete the cache (models, samples, W&B offline runs); results/ is kept
 	rm -rf .cache
+
+# The benchmark compares our training loop with TRL's DPOTrainer, which is no pipeline
+# dependency: it goes into .venv-bench, a venv that sees .venv's packages (a .pth line)
+# and adds trl and the profilers without touching .venv. trl 1.16.0 is the newest release;
+# with transformers 5.23.0 it gives our loss to 1e-7 (results/bench/report.md).
+BENCH_PY := .venv-bench/bin/python
+BENCH_STAMP := .venv-bench/.installed
+$(BENCH_STAMP): $(STAMP)
+	$(PY) -m venv --without-pip .venv-bench
+	$(PY) -c "import site; print('import site; site.addsitedir(%r)' % site.getsitepackages()[0])" \
+		> "$$($(BENCH_PY) -c 'import site; print(site.getsitepackages()[0])')/pipeline_venv.pth"
+	$(BENCH_PY) -m pip install -q --no-deps trl==1.16.0 pyinstrument==5.1.3 py-spy==0.4.3
+	$(BENCH_PY) -m pip check
+	touch $(BENCH_STAMP)
+
+bench: $(BENCH_STAMP) ## CPU benchmark (ours vs TRL, work per sweep, sampling, run times, memory) -> results/bench/ (<20 min)
+	$(BENCH_PY) -m pipeline.bench --out results/bench $(ARGS)
 
 mutants: $(STAMP) ## seeded bugs, one at a time on a copy of the tree: the suite must fail for each (long)
 	$(PY) tests/mutants/run.py $(MUTANTS)

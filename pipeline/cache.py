@@ -20,13 +20,14 @@ import hashlib
 import json
 import os
 import shutil
+import tempfile
 import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from stat import S_ISREG
-from typing import Any
+from typing import Any, Protocol
 
 from filelock import FileLock
 
@@ -103,15 +104,33 @@ class Artifact:
         return self.path / name
 
 
+class Group(Protocol):
+    """The ranks of a distributed launch that build one stage together
+    (``pipeline.distributed.Group``)."""
+
+    rank: int
+    is_main: bool
+
+    def broadcast(self, obj: Any) -> Any: ...
+
+
 class Cache:
     """The cache root: stage directories plus the append-only ledger."""
 
-    def __init__(self, root: str | Path, verify: str = "fast") -> None:
+    def __init__(
+        self, root: str | Path, verify: str = "fast", follow: bool = False, poll: float = 0.5
+    ) -> None:
         """``verify`` says how a reused directory is checked: ``"fast"`` hashes only the
-        files whose size or mtime differs from the manifest, ``"full"`` hashes all."""
+        files whose size or mtime differs from the manifest, ``"full"`` hashes all.
+        ``follow``: this process is a follower rank of a distributed launch
+        (``pipeline.distributed``): it never builds a stage alone, it waits (checking
+        every ``poll`` seconds) until rank 0 has published it, then reuses it; and it
+        writes nothing to the ledger."""
         if verify not in VERIFY_MODES:
             raise ValueError(f"verify must be one of {VERIFY_MODES}, not {verify!r}")
         self.verify = verify
+        self.follow = follow
+        self.poll = poll
         self.root = Path(root).resolve()
         self.root.mkdir(parents=True, exist_ok=True)
         self.ledger_path = self.root / "ledger.jsonl"
@@ -147,6 +166,7 @@ class Cache:
         inputs: list[Artifact],
         build: Callable[[Path], dict | None],
         version: int = 1,
+        group: Group | None = None,
     ) -> Artifact:
         """Return the artifact for (stage, params, inputs), building it if needed.
 
@@ -154,14 +174,25 @@ class Cache:
         return a small dict of facts (saved in the manifest as ``info``).
         ``version`` is the stage code's own version: a stage module bumps it when
         its output changes for the same config, so stale outputs are never reused.
+        ``group``: the ranks of a distributed launch build this stage together (every
+        rank calls ``stage`` with its group). Rank 0 takes the lock and decides, for
+        all, to reuse or to build; when building, every rank runs ``build`` (the other
+        ranks into a scratch directory that is then deleted), rank 0 alone publishes,
+        and the others return once it has.
         """
         identity = self.identity(stage, params, inputs, version)
         key = self.identity_key(stage, params, inputs, version)
         final = self.root / stage / key
         final.parent.mkdir(parents=True, exist_ok=True)
         start = time.perf_counter()
+        if group is not None and not group.is_main:
+            return self._build_beside(stage, key, final, build, group)
+        if group is None and self.follow:
+            return self._await(stage, key, final)
         with FileLock(str(final) + ".lock"):
             info = self._verified_info(final)
+            if group is not None:
+                group.broadcast(info)  # None: the other ranks build with this one
             if info is not None:
                 self._log(stage, key, "reused", time.perf_counter() - start)
                 return Artifact(stage, key, final, info)
@@ -188,7 +219,34 @@ class Cache:
                 shutil.rmtree(tmp, ignore_errors=True)
                 raise
             shutil.rmtree(self.checkpoint_dir(stage, key), ignore_errors=True)
+        if group is not None:
+            group.broadcast(info)  # published: the other ranks go on
         self._log(stage, key, "computed", time.perf_counter() - start)
+        return Artifact(stage, key, final, info, computed=True)
+
+    def _await(self, stage: str, key: str, final: Path) -> Artifact:
+        """A follower rank's stage: wait until rank 0 has published it, then reuse it.
+        (Should rank 0 fail, the launcher stops every rank.)"""
+        while True:
+            with FileLock(str(final) + ".lock"):
+                info = self._verified_info(final)
+            if info is not None:
+                return Artifact(stage, key, final, info)
+            time.sleep(self.poll)
+
+    def _build_beside(
+        self, stage: str, key: str, final: Path, build: Callable[[Path], dict | None],
+        group: Group,
+    ) -> Artifact:  # fmt: skip
+        """A follower rank's part in a stage built together: build when rank 0 builds
+        (into a scratch directory: rank 0 writes the stage's files), then take the
+        manifest's info rank 0 published."""
+        info = group.broadcast(None)
+        if info is not None:
+            return Artifact(stage, key, final, info)
+        with tempfile.TemporaryDirectory(prefix=f"{stage}-rank{group.rank}-") as scratch:
+            build(Path(scratch))
+        info = group.broadcast(None)
         return Artifact(stage, key, final, info, computed=True)
 
     def _verified_info(self, path: Path) -> dict | None:

@@ -133,6 +133,10 @@ class PlotCallback(Callback):
         self.wandb, self.group = wandb, group
 
     def _end(self) -> None:
+        from pipeline import distributed
+
+        if not distributed.is_main():  # in a distributed launch rank 0 draws
+            return
         # Hydra turns a callback's exception into a warning and exits 0; a sweep whose
         # figures or summary failed must not look successful.
         try:

@@ -11,7 +11,7 @@ from pathlib import Path
 import hydra
 from omegaconf import DictConfig, OmegaConf
 
-from pipeline import PROJECT_ROOT, disk, results, tasks
+from pipeline import PROJECT_ROOT, disk, distributed, results, tasks
 from pipeline.cache import Cache, stable_hash
 from pipeline.errors import PipelineError
 from pipeline.hub import set_offline
@@ -46,16 +46,23 @@ def wandb_id(group: str, key: str) -> str:
 
 
 def run_experiment(cfg: DictConfig) -> dict:
-    """Run (or reuse) every stage for one grid point; return its result row."""
+    """Run (or reuse) every stage for one grid point; return its result row.
+
+    In a distributed launch (``distributed=fsdp``) every rank calls this: rank 0 runs
+    the stages, the others follow (their cache waits for rank 0's artifacts), all train
+    together, and rank 0 alone evaluates and records the run (``pipeline.distributed``)."""
     t0 = time.perf_counter()
     set_offline(cfg.offline)
+    distributed.adopt_slurm_tasks(cfg)
     validate(cfg)
     task = tasks.get(cfg)
     configure_threads(cfg.threads)
-    results.claim_table(Path(cfg.results_dir), results.fingerprint(cfg), bool(cfg.fresh_table))
-    if not in_sweep():  # a sweep checked its whole need before its first job
+    lead = distributed.is_main()  # rank 0, or the only process
+    if lead:
+        results.claim_table(Path(cfg.results_dir), results.fingerprint(cfg), bool(cfg.fresh_table))
+    if lead and not in_sweep():  # a sweep checked its whole need before its first job
         disk.check(cfg, n_runs=1)
-    cache = Cache(cfg.cache_dir, verify=cfg.verify)
+    cache = Cache(cfg.cache_dir, verify=cfg.verify, follow=not lead)
 
     data_art = data.run(cfg, cache)
     prompts_art = prompts.run(cfg, cache, data_art)
@@ -89,7 +96,7 @@ def run_experiment(cfg: DictConfig) -> dict:
     base.update(evaluate.load(base_art))
     train_key = train.key(cfg, cache, [sft_art, samples_art, pairs_art, ref_art])
     logger = RunLogger(
-        cfg.wandb,
+        cfg.wandb if lead else None,
         name=run_name(cfg),
         group=cfg.experiment_name,
         tags=[f"{k}={row[k]}" for k in ("loss", "beta", "alpha", "offset", "n_pairs", "seed")],
@@ -101,13 +108,18 @@ def run_experiment(cfg: DictConfig) -> dict:
     try:
         train_art = train.run(cfg, cache, sft_art, samples_art, pairs_art, ref_art, logger)
         eval_inputs = [train_art, sft_art, clf_art, prompts_art]
-        if train_art.info.get("weights_deleted") and not evaluate.published(
+        again = train_art.info.get("weights_deleted") and not evaluate.published(
             cfg, cache, eval_inputs
-        ):
+        )
+        if distributed.agree(cfg, again):  # rank 0's answer on every rank
             # Its weights went after an evaluation this run cannot reuse: train again.
-            print(f"[train] {train_art.key}: weights were deleted; training again to evaluate")
-            cache.discard(train_art)
+            if lead:
+                print(f"[train] {train_art.key}: weights were deleted; training again to evaluate")
+                cache.discard(train_art)
             train_art = train.run(cfg, cache, sft_art, samples_art, pairs_art, ref_art, logger)
+        if not lead:  # rank 0 evaluates and records the run
+            failed = False
+            return row
         if not train_art.computed:
             # A reused training run still gets its curves in this W&B run.
             for r in read_csv_log(train_art / "train_log.csv"):

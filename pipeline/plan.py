@@ -29,7 +29,9 @@ from pipeline.stages import (
 )
 
 # Keys every stage may read that say where a computation runs, not what it computes.
-RUNTIME_KEYS = ("device",)
+# ``distributed.name`` (conf/distributed/): over how many processes training is shared;
+# the group's other settings are read only in a distributed launch.
+RUNTIME_KEYS = ("device", "distributed.name")
 
 # Stage name -> the config keys it reads without them changing its output.
 NOT_IN_KEY: dict[str, tuple[str, ...]] = {

@@ -22,8 +22,10 @@ from pipeline.errors import ConfigError
 FINGERPRINT = "fingerprint.json"
 # The sweep axes: the settings that vary between rows of one table (its identity columns).
 AXES = ("loss", "offset", "n_pairs", "seed")
-# Settings that say where things go or how a run is watched, not what it computes.
+# Settings that say where things go, how a run is watched or over how many processes it
+# trains (``distributed``: in no cache key either), not what it computes.
 NOT_RESULTS = (
+    "distributed",
     "root",
     "cache_dir",
     "results_dir",
@@ -146,6 +148,16 @@ def fingerprint(cfg: DictConfig) -> dict:
         for k, v in leaves(OmegaConf.to_container(cfg, resolve=True)).items()
         if not _excluded(k, skip)
     }
+    # Settings added with the performance work, left out at the values that compute what
+    # the code computed before them, so that earlier tables keep their fingerprint.
+    from pipeline import precision
+
+    settings.pop("precision", None)
+    if precision.of(cfg) != "fp32":
+        settings["precision"] = precision.of(cfg)
+    for name, default in (("scale.sample.bucket", False), ("scale.train.grad_accum", 1)):
+        if settings.get(name, default) == default:
+            settings.pop(name, None)
     body = {"settings": settings, "code": dict(STAGE_VERSIONS)}
     return {"id": stable_hash(body)[:16], **body}
 

@@ -7,7 +7,7 @@ import re
 
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
-from pipeline import PROJECT_ROOT, scorers, tasks
+from pipeline import PROJECT_ROOT, distributed, scorers, tasks
 from pipeline.checks import at_most, choice, get, hub_or_local, number
 from pipeline.errors import ConfigError
 from pipeline.hub import require_model
@@ -180,6 +180,7 @@ def validate(cfg: DictConfig) -> None:
                 f"scale.model.n_positions={positions} is shorter than the longest sequence ({longest} tokens)"
             )
     _device(cfg)
+    distributed.check(cfg)
     # Last, as they may read files or ask the hub: the scorer's keys, the task's data.
     scorers.check(cfg)
     task.check(cfg)

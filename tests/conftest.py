@@ -58,6 +58,7 @@ SLOW_FIRST = [
     "test_results_recompute.py",
     "test_reliability.py",
     "test_concurrency.py",
+    "test_distributed.py",
     "test_behaviour.py",
     "test_bad_input.py",
     "test_tasks.py",

@@ -30,7 +30,12 @@ from tests.conftest import ROOT, ledger, micro_config
 STAGES = plan.STAGE_MODULES
 # Leaves whose generic change would not be a usable value, with one that is.
 # Values that must name something real: another scale picks the task's other per-scale values.
-SPECIAL_VALUES = {"scale.name": "embedded", "scorer.name": "hf_pipeline", "task.name": "toxicity"}
+SPECIAL_VALUES = {
+    "scale.name": "embedded",
+    "scorer.name": "hf_pipeline",
+    "task.name": "toxicity",
+    "precision": "bf16",  # a valid precision on CPU (tf32 is CUDA only)
+}
 
 
 @contextmanager

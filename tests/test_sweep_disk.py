@@ -159,10 +159,12 @@ def test_fingerprint_ignores_axes_and_paths_but_not_settings(tmp_path: Path) -> 
         assert results.fingerprint(micro_config(tmp_path / "other", *same))["id"] == base["id"], (
             same
         )
-    for other, key in (("scale.train.lr=2e-3", "scale.train.lr"), ("scale.sample.temperature=0.7",
-                       "scale.sample.temperature"), ("device=cuda", "device")):  # fmt: skip
+    for other, keys in (("scale.train.lr=2e-3", ["scale.train.lr"]), ("scale.sample.temperature=0.7",
+                        ["scale.sample.temperature"]), ("precision=bf16", ["precision"]),
+                        ("device=cuda", ["device", "precision"])):  # fmt: skip
+        # On CUDA precision=auto means bf16: the fingerprint records what ran.
         changed = results.fingerprint(micro_config(tmp_path, other))
-        assert results.differing(base, changed) == [key]
+        assert results.differing(base, changed) == keys
 
 
 @pytest.mark.parametrize("folder", ["sentiment", "ablation_scaling", "ablation_alpha", "toxicity"])

@@ -18,6 +18,7 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 from pipeline import kl, models, scorers, tasks
+from pipeline import precision as precisions
 from pipeline.cache import Artifact, Cache, atomic_write_json
 from pipeline.io import read_jsonl
 from pipeline.stages import sample
@@ -54,7 +55,9 @@ def params(cfg: DictConfig) -> dict:
         "prompt_tokens": cfg.scale.sample.prompt_tokens,
         "max_new_tokens": cfg.scale.sample.max_new_tokens,
         "sample_batch_size": cfg.scale.sample.batch_size,
+        **({"bucket": True} if cfg.scale.sample.get("bucket", False) else {}),
         **tasks.get(cfg).key_extras("evaluate"),
+        **precisions.key(cfg),
     }
 
 
@@ -83,6 +86,7 @@ def run(
             temperature=1.0,
             top_p=1.0,
             join=task.scored_text,
+            precision=precisions.of(cfg),
         )
         prompt_ids, responses = drawn["prompts"], [r[0] for r in drawn["responses"]]
         per_sample = {}

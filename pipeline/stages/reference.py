@@ -11,6 +11,7 @@ from omegaconf import DictConfig
 from tqdm.auto import tqdm
 
 from pipeline import models
+from pipeline import precision as precisions
 from pipeline.cache import Artifact, Cache
 from pipeline.io import load_arrays, save_arrays
 from pipeline.stages import sample
@@ -18,15 +19,24 @@ from pipeline.stages import sample
 
 @torch.no_grad()
 def batched_logps(
-    model, prompts: list[list[int]], responses: list[list[int]], pad_id: int, batch_size: int
+    model,
+    prompts: list[list[int]],
+    responses: list[list[int]],
+    pad_id: int,
+    batch_size: int,
+    precision: str = "fp32",
 ) -> np.ndarray:
+    """log pi(response | prompt) per row; under bf16 the forward runs in half
+    precision (as the authors' reference model) and the reduction in float32."""
     out = []
-    for i in tqdm(range(0, len(prompts), batch_size), desc="log-probs", leave=False):
-        out.append(
-            models.sequence_logps(
-                model, prompts[i : i + batch_size], responses[i : i + batch_size], pad_id
-            ).cpu()
-        )
+    device = next(model.parameters()).device
+    with precisions.autocast(precision, device):
+        for i in tqdm(range(0, len(prompts), batch_size), desc="log-probs", leave=False):
+            out.append(
+                models.sequence_logps(
+                    model, prompts[i : i + batch_size], responses[i : i + batch_size], pad_id
+                ).cpu()
+            )
     return torch.cat(out).double().numpy()
 
 
@@ -38,8 +48,9 @@ NOT_IN_KEY = ("scale.eval.batch_size",)
 
 
 def params(cfg: DictConfig) -> dict:
-    """Nothing beyond its inputs: the SFT model and the sample set decide every log-prob."""
-    return {}
+    """Nothing beyond its inputs and the precision: the SFT model and the sample set
+    decide every log-prob."""
+    return precisions.key(cfg)
 
 
 def run(cfg: DictConfig, cache: Cache, sft: Artifact, samples: Artifact) -> Artifact:
@@ -50,10 +61,12 @@ def run(cfg: DictConfig, cache: Cache, sft: Artifact, samples: Artifact) -> Arti
         prompts = [p for p, n in zip(s["prompts"], sizes, strict=True) for _ in range(n)]
         responses = [r for rs in s["responses"] for r in rs]
         tok = models.load_tokenizer(sft / "model")
-        model = models.load_model(sft / "model", cfg.device).eval()
+        dtype = precisions.inference_dtype(precisions.of(cfg))
+        model = models.load_model(sft / "model", cfg.device, dtype).eval()
         logps = batched_logps(
-            model, prompts, responses, tok.pad_token_id, cfg.scale.eval.batch_size
-        )
+            model, prompts, responses, tok.pad_token_id, cfg.scale.eval.batch_size,
+            precisions.of(cfg),
+        )  # fmt: skip
         table = np.full((len(sizes), max(sizes)), np.nan)
         table[np.arange(max(sizes)) < np.array(sizes)[:, None]] = logps
         save_arrays(out / "reference_logps.npz", logps=table)

@@ -15,6 +15,7 @@ from pathlib import Path
 from omegaconf import DictConfig, OmegaConf
 
 from pipeline import models, tasks
+from pipeline import precision as precisions
 from pipeline.cache import Artifact, Cache, atomic_write_json
 from pipeline.io import read_jsonl
 from pipeline.seeding import set_seed
@@ -38,12 +39,15 @@ def generate(
     temperature: float | None = None,
     top_p: float | None = None,
     join=lambda prompt, response: prompt + response,
+    precision: str = "fp32",
+    stats: dict | None = None,
 ) -> dict:
     """Sample and package prompts, response ids and the scored texts: ``join(prompt text,
-    response text)``. ``temperature``/``top_p`` default to the sample config's values."""
+    response text)``. ``temperature``/``top_p`` default to the sample config's values;
+    ``precision`` and ``stats`` as in ``models.sample``."""
     set_seed(seed)
     tok = models.load_tokenizer(model_dir)
-    model = models.load_model(model_dir, device)
+    model = models.load_model(model_dir, device, precisions.inference_dtype(precision))
     prompts = make_prompts(tok, prompt_texts, sample_cfg.prompt_tokens)
     responses = models.sample(
         model,
@@ -57,6 +61,9 @@ def generate(
         batch_size=sample_cfg.batch_size,
         generator_seed=seed,
         progress=True,
+        bucket=bool(sample_cfg.get("bucket", False)),
+        precision=precision,
+        stats=stats,
     )
     prompt_text = tok.batch_decode(prompts, skip_special_tokens=True)
     texts = [
@@ -78,7 +85,9 @@ def params(cfg: DictConfig) -> dict:
     if given is not None:
         return given
     sample = OmegaConf.to_container(cfg.scale.sample, resolve=True)
-    return {"sample": sample, "seed": cfg.seed, **task.key_extras("sample")}
+    if not sample.get("bucket", False):  # unbucketed: the key it had before the option
+        sample.pop("bucket", None)
+    return {"sample": sample, "seed": cfg.seed, **task.key_extras("sample"), **precisions.key(cfg)}
 
 
 def run(cfg: DictConfig, cache: Cache, sft: Artifact, prompts: Artifact) -> Artifact:
@@ -91,15 +100,18 @@ def run(cfg: DictConfig, cache: Cache, sft: Artifact, prompts: Artifact) -> Arti
             atomic_write_json(out / "samples.json", given)
             return {"n_prompts": len(rows), "given": True}
         texts = [r["text"] for r in rows]
+        stats: dict = {}
         samples = generate(
             sft / "model", texts, sample_cfg, sample_cfg.n_samples, cfg.seed, cfg.device,
-            join=task.scored_text,
+            join=task.scored_text, precision=precisions.of(cfg), stats=stats,
         )  # fmt: skip
         atomic_write_json(out / "samples.json", samples)
-        n = sum(len(r) for rs in samples["responses"] for r in rs)
+        rate = stats["real_tokens"] / max(stats["seconds"], 1e-9)
         print(
-            f"[sample] seed {cfg.seed}: {len(texts)} prompts x {sample_cfg.n_samples} samples, {n} tokens"
+            f"[sample] seed {cfg.seed}: {len(texts)} prompts x {sample_cfg.n_samples} samples, "
+            f"{stats['real_tokens']} tokens in {stats['seconds']:.1f}s ({rate:,.0f} tokens/s, "
+            f"{stats['pad_share']:.0%} of decoded positions padding)"
         )
-        return {"n_prompts": len(texts), "n_samples": sample_cfg.n_samples}
+        return {"n_prompts": len(texts), "n_samples": sample_cfg.n_samples, **stats}
 
     return cache.stage("sample", params(cfg), [sft, prompts], build, version=VERSION)

@@ -17,6 +17,7 @@ from tqdm.auto import tqdm
 from transformers import get_cosine_schedule_with_warmup
 
 from pipeline import models, tasks
+from pipeline import precision as precisions
 from pipeline.cache import Artifact, Cache
 from pipeline.checkpoint import Checkpointer, loop_state, restore_loop
 from pipeline.hub import require_model
@@ -33,8 +34,10 @@ def params(cfg: DictConfig) -> dict:
     """The model's architecture (or pretrained name) and every SFT setting but how
     often it checkpoints."""
     sft_params = OmegaConf.to_container(cfg.scale.sft, resolve=True)
-    sft_params.pop("checkpoint_every", None)  # how often we save does not change the model
-    return {"model": OmegaConf.to_container(cfg.scale.model, resolve=True), "sft": sft_params}
+    for name in ("checkpoint_every", "checkpoint_seconds"):  # when we save changes nothing
+        sft_params.pop(name, None)
+    model_params = OmegaConf.to_container(cfg.scale.model, resolve=True)
+    return {"model": model_params, "sft": sft_params, **precisions.key(cfg)}
 
 
 def run(cfg: DictConfig, cache: Cache, data: Artifact) -> Artifact:
@@ -45,6 +48,7 @@ def run(cfg: DictConfig, cache: Cache, data: Artifact) -> Artifact:
         cache.checkpoint_dir("sft", cache.key("sft", params(cfg), [data], version=VERSION)),
         sft_cfg.get("checkpoint_every", 0),
         "sft",
+        seconds=sft_cfg.get("checkpoint_seconds", 0),
     )
 
     def build(out: Path) -> dict:
@@ -67,7 +71,10 @@ def run(cfg: DictConfig, cache: Cache, data: Artifact) -> Artifact:
             [bos, *ids[: sft_cfg.max_length - 2], eos]
             for ids in tok(texts, add_special_tokens=False)["input_ids"]
         ]
-        final_loss = train_lm(model, seqs, sft_cfg, tok.pad_token_id, gen, cfg.device, checkpointer)
+        final_loss = train_lm(
+            model, seqs, sft_cfg, tok.pad_token_id, gen, cfg.device, checkpointer,
+            precisions.of(cfg),
+        )  # fmt: skip
         model.save_pretrained(out / "model")
         tok.save_pretrained(out / "model")
         n_params = sum(p.numel() for p in model.parameters())
@@ -87,10 +94,14 @@ def train_lm(
     gen: torch.Generator,
     device: str,
     checkpointer: Checkpointer | None = None,
+    precision: str = "fp32",
 ) -> float:
     """Next-token cross-entropy on whole texts (padding ignored). Resumes from the
     ``checkpointer``'s saved state when there is one."""
-    opt = torch.optim.AdamW(model.parameters(), lr=sft_cfg.lr, weight_decay=sft_cfg.weight_decay)
+    precisions.configure(precision)
+    opt = torch.optim.AdamW(
+        model.parameters(), lr=sft_cfg.lr, weight_decay=sft_cfg.weight_decay, fused=True
+    )
     sched = get_cosine_schedule_with_warmup(opt, sft_cfg.warmup_steps, sft_cfg.steps)
     model.train()
     ema, first = math.nan, 0
@@ -104,9 +115,10 @@ def train_lm(
         idx = torch.randint(len(seqs), (sft_cfg.batch_size,), generator=gen).tolist()
         ids, mask = models.pad([seqs[i] for i in idx], pad_id)
         labels = ids.masked_fill(mask == 0, -100)
-        loss = model(
-            input_ids=ids.to(device), attention_mask=mask.to(device), labels=labels.to(device)
-        ).loss
+        with precisions.autocast(precision, device):
+            loss = model(
+                input_ids=ids.to(device), attention_mask=mask.to(device), labels=labels.to(device)
+            ).loss
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), sft_cfg.max_grad_norm)

@@ -1,0 +1,183 @@
+"""`make bench` at the micro scale: the report has every section and figure, our loop
+and TRL's give the same loss (when TRL is installed: it is no pipeline dependency, so
+the pipeline's own venv, which CI uses, skips that part: `make bench` builds .venv-bench,
+and `.venv-bench/bin/python -m pytest tests/test_bench.py` runs it), and the
+work-per-sweep counts are right. Timings are never asserted, only that they were measured."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+from pathlib import Path
+
+import pytest
+
+from pipeline.bench import child, sweep
+from pipeline.bench.run import SECTIONS, main
+
+HAS_TRL = importlib.util.find_spec("trl") is not None
+
+
+@pytest.fixture(scope="module")
+def micro(tmp_path_factory) -> tuple[dict, Path]:
+    out = tmp_path_factory.mktemp("bench")
+    ledger = out / "ledger.jsonl"
+    with pytest.MonkeyPatch.context() as mp:
+        for var, value in child.QUIET_ENV.items():
+            mp.setenv(var, value)  # restored afterwards: main() sets them for its pieces
+        keys = sweep.planned_keys(sweep.grid_configs("sentiment"))
+        sft_key = next(iter(keys["sft"]))
+        train_keys = sorted(keys["train"])[:2]
+        lines = [
+            {"stage": "sft", "key": sft_key, "status": "computed", "seconds": 100.0},
+            {"stage": "sft", "key": sft_key, "status": "reused", "seconds": 0.0},
+            {"stage": "train", "key": train_keys[0], "status": "computed", "seconds": 20.0},
+            {"stage": "train", "key": train_keys[1], "status": "computed", "seconds": 30.0},
+            {"stage": "train", "key": "not-this-grid", "status": "computed", "seconds": 99.0},
+            {"stage": "plot", "key": "x", "status": "computed", "seconds": 1.0},
+        ]
+        ledger.write_text("".join(json.dumps(line) + "\n" for line in lines))
+        result = main(["--scale", "micro", "--out", str(out), "--inline", "--ledger", str(ledger)])
+    return result, out
+
+
+def test_writes_both_report_files_with_every_section(micro):
+    result, out = micro
+    saved = json.loads((out / "report.json").read_text())
+    assert set(saved["sections"]) == set(SECTIONS)
+    md = (out / "report.md").read_text()
+    for title in ("Ours vs TRL", "Work per sweep", "Sampling", "Seconds per training run",
+                  "Peak memory", "GPU"):  # fmt: skip
+        assert f"## {title}" in md
+    machine = saved["machine"]
+    assert machine["cpu"] and machine["logical_cores"] >= 1 and machine["date"]
+    assert machine["versions"]["torch"] and machine["versions"]["transformers"]
+    assert not _errors(saved), _errors(saved)
+
+
+def _errors(obj) -> list[str]:
+    """Every piece that failed (an ``error`` entry anywhere in the report)."""
+    if isinstance(obj, dict):
+        return ([obj["error"]] if "error" in obj else []) + [
+            e for v in obj.values() for e in _errors(v)
+        ]
+    if isinstance(obj, list):
+        return [e for v in obj for e in _errors(v)]
+    return []
+
+
+def test_our_training_loop_is_measured_at_both_sizes(micro):
+    sizes = micro[0]["sections"]["trl"]["sizes"]
+    assert set(sizes) == {"embedded", "20M"}
+    for entry in sizes.values():
+        ours = entry["ours"]
+        assert "error" not in ours, ours
+        assert len(ours["train_seconds"]) == entry["repeats"]
+        assert ours["pairs_per_s"] > 0 and ours["pairs_per_s_with_reference"] > 0
+        assert ours["steady_pairs_per_s"] > 0
+        assert ours["pairs_per_s_with_reference"] <= ours["pairs_per_s"]
+
+
+@pytest.mark.skipif(not HAS_TRL, reason="trl is installed in .venv-bench only (make bench)")
+def test_trl_gives_the_same_loss_and_is_timed(micro):
+    section = micro[0]["sections"]["trl"]
+    assert section["trl_version"]
+    for size, eq in section["equality"].items():
+        assert "error" not in eq, eq
+        assert len(eq["ours"]) == len(eq["trl"]) == len(eq["trl_precompute"]) == eq["steps"]
+        assert eq["max_abs_diff"] < 1e-4, (size, eq)
+        # A second model as the reference: the first loss is not the trivial log 2.
+        assert abs(eq["ours"][0] - 0.6931471805599453) > 1e-4
+    for entry in section["sizes"].values():
+        for side in ("trl", "trl_precompute"):
+            assert "error" not in entry[side], entry[side]
+            assert entry[side]["pairs_per_s"] > 0 and entry[side]["steady_pairs_per_s"] > 0
+        assert entry["trl_precompute"]["reference_seconds_median"] > 0
+        assert entry["ratio"] == entry["ratio_steady"] > 0
+        assert isinstance(entry["target_met"], bool)
+
+
+@pytest.mark.skipif(HAS_TRL, reason="checks the report without trl")
+def test_without_trl_only_our_side_is_measured(micro):
+    section = micro[0]["sections"]["trl"]
+    assert section["trl_version"] is None and section["equality"] == {}
+    for entry in section["sizes"].values():
+        assert "trl" not in entry and "ratio" not in entry
+
+
+def test_work_per_sweep_counts_the_sentiment_grid(micro):
+    s = micro[0]["sections"]["sweep"]
+    assert s["runs"] == 168
+    assert s["planned"]["sft"] == s["planned"]["classifier"] == 1
+    assert s["planned"]["sample"] == s["planned"]["reference"] == 2  # one per seed
+    assert s["planned"]["pairs"] == 6  # per seed and size
+    assert s["planned"]["train"] == 168 and s["planned"]["evaluate"] == 169
+    assert s["planned"] == s["minimum"]
+    assert s["naive"]["sft"] == 168 and s["naive"]["evaluate"] == 336
+    ledger = s["ledger"]
+    assert ledger["lines"] == 6 and ledger["lines_for_this_grid"] == 4
+    assert ledger["per_stage"]["sft"]["computed"] == 1 and ledger["per_stage"]["sft"]["reused"] == 1
+    assert ledger["per_stage"]["train"]["computed"] == 2
+    assert s["seconds_per_computation"]["train"] == 25.0
+    assert s["estimated_stage_seconds"]["naive"] > s["estimated_stage_seconds"]["planned"]
+
+
+def test_sampling_and_run_times_are_measured(micro):
+    sec = micro[0]["sections"]
+    batched, one = sec["sampling"]["batched"], sec["sampling"]["sequential"]
+    assert batched["tokens_per_s"] > 0 and one["tokens_per_s"] > 0
+    assert 0 <= batched["padded_share"] < 1 and 0 <= batched["padded_share_generated"] < 1
+    points = sec["runs"]["points"]
+    assert [p["pairs"] for p in points] == [32, 48, 64]
+    assert [p["steps"] for p in points] == [2, 3, 4]
+    assert {"seconds_per_1000_pairs", "intercept", "r2"} <= set(sec["runs"]["fit"])
+
+
+def test_gpu_section_says_where_gpu_figures_come_from(micro, tmp_path):
+    gpu = micro[0]["sections"]["gpu"]
+    assert ("No GPU" in gpu["here"]) != gpu["cuda_available"]
+    assert "separate" not in gpu
+
+
+def test_a_separate_gpu_json_is_shown_labelled(tmp_path, monkeypatch):
+    for var, value in child.QUIET_ENV.items():
+        monkeypatch.setenv(var, value)
+    (tmp_path / "gpu.json").write_text(
+        json.dumps(
+            {
+                "device": {"device": "cuda", "name": "NVIDIA H100"},
+                "dpo_step": {"bf16": {"mfu": 0.41}},
+            }
+        )
+    )
+    result = main(["--scale", "micro", "--out", str(tmp_path), "--inline", "--only", "gpu"])
+    gpu = result["sections"]["gpu"]
+    assert gpu["separate"]["device"]["name"] == "NVIDIA H100"
+    md = (tmp_path / "report.md").read_text()
+    assert "separate invocation on another machine** (NVIDIA H100" in md
+    assert "dpo_step.bf16.mfu" in md
+    assert "Not run in this invocation" in md  # the other sections
+
+
+def test_a_piece_in_its_own_process_reports_its_peak_memory():
+    out = child.run_isolated("baseline", {}, threads=1)
+    assert out["peak_rss_mb"] > 50  # torch alone is more
+    assert out["threads"] == 1
+
+
+def test_ledger_lines_of_other_grids_are_not_counted(tmp_path):
+    path = tmp_path / "ledger.jsonl"
+    path.write_text(
+        '{"stage": "train", "key": "a", "status": "computed", "seconds": 2.0}\n'
+        '{"stage": "train", "key": "a", "status": "reused", "seconds": 0.0}\n'
+        '{"stage": "train", "key": "b", "status": "computed", "seconds": 5.0}\n'
+        '{"stage": "sft", "key": "s", "status": "corrupt", "seconds": 0.0}\n'
+    )
+    found = sweep.read_ledger(path, {"train": {"a"}, "sft": {"s"}})
+    assert found["lines"] == 4 and found["lines_for_this_grid"] == 3
+    assert found["per_stage"]["train"] == {
+        "computed": 1, "reused": 1, "other": 0, "distinct_keys_computed": 1,
+        "computed_seconds": 2.0, "seconds_per_computation": 2.0,
+    }  # fmt: skip
+    assert found["per_stage"]["sft"]["other"] == 1
+    assert found["per_stage_all_lines"]["train"]["computed"] == 2
