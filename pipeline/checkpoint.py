@@ -83,31 +83,35 @@ class PrefixStore:
     same exact restore as a checkpoint, so the result is bit for bit the same as training
     from scratch; ``tests/test_performance.py`` holds it). ``directory`` is one per
     family: every setting and input of the train key but the pairs' count. A state is
-    used only if the pairs it consumed equal this run's first pairs."""
+    used only if the pairs it consumed equal this run's first pairs. Files, not folders,
+    ``<directory>/<family>-<pairs consumed>.pt``: a folder in the cache is a published
+    stage output, with its manifest."""
 
-    def __init__(self, directory: Path) -> None:
+    def __init__(self, directory: Path, family: str) -> None:
         self.directory = Path(directory)
+        self.family = family
+
+    def _path(self, consumed: int) -> Path:
+        return self.directory / f"{self.family}-{consumed}.pt"
 
     def save(self, state: dict[str, Any], consumed: int) -> None:
         self.directory.mkdir(parents=True, exist_ok=True)
-        path = self.directory / f"{consumed}.pt"
-        tmp = self.directory / f".{consumed}.{uuid.uuid4().hex[:8]}.tmp"
+        tmp = self.directory / f".{self.family}-{consumed}.{uuid.uuid4().hex[:8]}.tmp"
         torch.save(state, tmp)
-        os.replace(tmp, path)
+        os.replace(tmp, self._path(consumed))
 
     def best(self, pairs: torch.Tensor, batch_size: int) -> dict[str, Any] | None:
         """The longest saved state whose consumed pairs are a proper prefix of ``pairs``
         (rows of prompt, chosen, rejected and both scores) at a batch boundary."""
         if not self.directory.is_dir():
             return None
-        sizes = sorted(
-            (int(f.stem) for f in self.directory.glob("*.pt") if f.stem.isdigit()), reverse=True
-        )
+        counts = (f.stem.rpartition("-")[2] for f in self.directory.glob(f"{self.family}-*.pt"))
+        sizes = sorted((int(c) for c in counts if c.isdigit()), reverse=True)
         for consumed in sizes:
             if consumed >= len(pairs) or consumed % batch_size:
                 continue
             try:
-                state = torch.load(self.directory / f"{consumed}.pt", weights_only=True)
+                state = torch.load(self._path(consumed), weights_only=True)
             except Exception:  # a torn or foreign file: train those batches instead
                 continue
             if torch.equal(state.get("pairs", torch.empty(0)), pairs[:consumed]):

@@ -242,9 +242,9 @@ def test_a_longer_run_resumes_from_a_shorter_runs_state_bit_for_bit(tmp_path: Pa
                           prefix=store)  # fmt: skip
         return policy.state_dict(), curve.rows
 
-    store = PrefixStore(tmp_path / "family")
+    store = PrefixStore(tmp_path / "prefixes", "family")
     trained(short, store)
-    assert sorted(f.name for f in store.directory.glob("*.pt")) == ["12.pt"]
+    assert sorted(f.name for f in store.directory.iterdir()) == ["family-12.pt"]
     resumed, resumed_rows = trained(p, store)
     fresh, fresh_rows = trained(p, None)
     assert all(torch.equal(resumed[k], fresh[k]) for k in fresh)

@@ -110,7 +110,7 @@ def run(
     if cfg.scale.train.get("share_prefix", False) and group is None:
         # One folder per family of runs that differ only in how many pairs they train on.
         family = cache.identity_key("train-prefix", params(cfg), [sft, samples, ref], VERSION)
-        prefix = PrefixStore(cache.root / "train" / f".prefix-{family}")
+        prefix = PrefixStore(cache.root / "train-prefixes", family)
 
     def build(out: Path) -> dict:
         start = time.perf_counter()
