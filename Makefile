@@ -12,7 +12,7 @@ SENTIMENT := -m experiment=sentiment
 # A first look: 6 runs of the sentiment grid (one seed, one size, 3 betas, DPO and ODPO).
 DEMO := -m experiment=sentiment seed=0 n_pairs=5000 loss.beta=0.1,1,5 results_dir=results/demo
 
-.PHONY: help setup data test lint format sentiment toxicity ablations demo figures chaos clean mutants bench train-fsdp
+.PHONY: help setup data test lint format sentiment toxicity ablations study demo figures chaos clean mutants bench train-fsdp
 
 help: ## list every target
 	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -63,6 +63,17 @@ toxicity: $(STAMP) ## the paper's toxicity grid (72 runs) at the embedded scale 
 ablations: $(STAMP) ## both ablations (scaling function, alpha) at the embedded scale -> results/ablation_*/
 	$(PY) -m pipeline -m experiment=ablation_scaling $(ARGS)
 	$(PY) -m pipeline -m experiment=ablation_alpha $(ARGS)
+
+# The study "when does ODPO beat DPO?": four sweeps (conf/experiment/study_*.yaml), then the
+# comparison of their frontiers (pipeline/study.py). CACHE= puts the cache elsewhere (e.g. an
+# empty folder, to time it from scratch).
+STUDY := results/studies/odpo_vs_dpo
+CACHE ?= .cache/pipeline
+study: $(STAMP) $(RT_WHEEL) ## ODPO vs DPO over capacity, data size and offset (288 runs) -> results/studies/odpo_vs_dpo/
+	@for block in small alpha diff large; do \
+		$(PY) -m pipeline -m experiment=study_$$block cache_dir=$(abspath $(CACHE)) $(ARGS) || exit 1; \
+	done
+	$(PY) -m pipeline.study $(STUDY) --cache-dir $(CACHE)
 
 demo: $(STAMP) ## 6 runs of the sentiment grid for a first look (<5 min) -> results/demo/
 	$(PY) -m pipeline $(DEMO) $(ARGS)

@@ -22,12 +22,12 @@ SPEC = "figures.json"  # the figure spec of this results folder (kind, title)
 DEFAULT_SPEC = {"kind": "reward_vs_kl", "title": "eval reward vs KL", "task": "sentiment"}
 
 
-def outputs_for(kind: str, task: str = "sentiment") -> list[str]:
+def outputs_for(kind: str, task: str = "sentiment", with_prompt: bool = False) -> list[str]:
     """File names one figure kind writes (PNG and PDF of each figure, plus the summary)."""
     from pipeline import tasks
     from pipeline.stages.plot import figure_files
 
-    names = [name for name, _ in figure_files(kind, tasks.by_name(task))]
+    names = [name for name, _ in figure_files(kind, tasks.by_name(task), with_prompt)]
     return names + [str(Path(n).with_suffix(".pdf")) for n in names] + ["summary.md"]
 
 
@@ -43,7 +43,7 @@ def plot_results(
     summary.md from ``runs.csv``. Skipped, and logged as reused, when the table and
     spec are unchanged since the last drawing, unless ``force``."""
     from pipeline import tasks
-    from pipeline.stages.plot import FIGURES, draw, figure_files
+    from pipeline.stages.plot import FIGURES, draw, figure_files, has_kl_with_prompt
     from pipeline.summary import write_summary
 
     results_dir = Path(results_dir)
@@ -59,7 +59,10 @@ def plot_results(
     with FileLock(str(results_dir / ".figures.lock")):
         key = stable_hash({"table": file_sha256(table), "spec": spec, "v": 2})[:16]
         stamp = results_dir / STAMP
-        outputs = [results_dir / name for name in outputs_for(spec["kind"], spec["task"])]
+        with_prompt = has_kl_with_prompt(table)
+        outputs = [
+            results_dir / name for name in outputs_for(spec["kind"], spec["task"], with_prompt)
+        ]
         if (
             not force
             and stamp.is_file()
@@ -70,7 +73,7 @@ def plot_results(
             return outputs[0]
         chaos.point("plot:start")
         atomic_write_json(results_dir / SPEC, spec)
-        for name, column in figure_files(spec["kind"], task):
+        for name, column in figure_files(spec["kind"], task, with_prompt):
             draw(spec["kind"], table, results_dir / name, column, spec["title"], task)
         write_summary(
             table, results_dir / "summary.md", spec["title"], metric=task.metric,

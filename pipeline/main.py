@@ -147,7 +147,8 @@ def run_experiment(cfg: DictConfig) -> dict:
     finally:
         logger.finish(failed=failed)
 
-    results.upsert(Path(cfg.results_dir) / "runs.csv", [base, row], task.columns())
+    columns = task.columns() + evaluate.columns(cfg)
+    results.upsert(Path(cfg.results_dir) / "runs.csv", [base, row], columns)
     print(f"[run] {run_name(cfg)}: {task.describe(row, base, clf_art.info if clf_art else {})}, "
           f"{time.perf_counter() - t0:.1f}s")  # fmt: skip
     return row

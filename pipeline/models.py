@@ -152,17 +152,26 @@ def join(
 
 
 def response_token_logprobs(
-    model: torch.nn.Module, prompts: list[list[int]], responses: list[list[int]], pad_id: int
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    model: torch.nn.Module,
+    prompts: list[list[int]],
+    responses: list[list[int]],
+    pad_id: int,
+    with_prompt_mask: bool = False,
+) -> tuple[torch.Tensor, ...]:
     """Full next-token log-softmax at every response position.
 
     Returns (log_probs (B, T-1, V), target_ids (B, T-1), mask (B, T-1)), where
-    position t predicts token t+1 and mask marks response targets.
+    position t predicts token t+1 and mask marks response targets. With
+    ``with_prompt_mask`` a fourth tensor (B, T-1) marks the prompt's targets (every
+    prompt token after the first, which nothing predicts).
     """
     input_ids, attention, response = join(prompts, responses, pad_id)
     input_ids, attention = input_ids.to(_device(model)), attention.to(_device(model))
     logits = model(input_ids=input_ids, attention_mask=attention).logits[:, :-1].float()
-    return torch.log_softmax(logits, -1), input_ids[:, 1:], response[:, 1:].to(logits.device)
+    out = torch.log_softmax(logits, -1), input_ids[:, 1:], response[:, 1:].to(logits.device)
+    if not with_prompt_mask:
+        return out
+    return *out, attention[:, 1:].float() - out[2]
 
 
 class _TokenLogprob(torch.autograd.Function):
@@ -301,6 +310,7 @@ def sample(
     pad_id: int,
     temperature: float = 1.0,
     top_p: float = 1.0,
+    top_k: int = 0,
     batch_size: int = 256,
     generator_seed: int = 0,
     progress: bool = False,
@@ -331,7 +341,8 @@ def sample(
     out: list[list[int]] = []
     do_sample = temperature > 0
     kwargs = (
-        {"do_sample": True, "temperature": temperature, "top_p": top_p, "top_k": 0}
+        # top_k 0 is the full distribution (the library's default would be 50).
+        {"do_sample": True, "temperature": temperature, "top_p": top_p, "top_k": top_k}
         if do_sample
         else {"do_sample": False}
     )

@@ -40,6 +40,16 @@ NOT_RESULTS = (
     "scale.results_suffix",
 )
 
+# Settings added after tables were committed, left out of the fingerprint at the value
+# that computes what the code computed before them.
+OMITTED_AT_DEFAULT = (
+    ("scale.sample.bucket", False),
+    ("scale.train.grad_accum", 1),
+    ("scale.train.warmup_fraction", None),
+    ("eval.protocol", "ours"),
+    ("eval.kl_with_prompt", False),
+)
+
 IDENTITY = ["loss", "beta", "alpha", "offset", "n_pairs", "seed"]
 # The task's result columns (``Task.columns``: sentiment's reward, reward_se) go between.
 METRICS = ["reward", "reward_se"]
@@ -155,7 +165,7 @@ def fingerprint(cfg: DictConfig) -> dict:
     settings.pop("precision", None)
     if precision.of(cfg) != "fp32":
         settings["precision"] = precision.of(cfg)
-    for name, default in (("scale.sample.bucket", False), ("scale.train.grad_accum", 1)):
+    for name, default in OMITTED_AT_DEFAULT:
         if settings.get(name, default) == default:
             settings.pop(name, None)
     body = {"settings": settings, "code": dict(STAGE_VERSIONS)}

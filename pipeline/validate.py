@@ -102,6 +102,21 @@ def _threads_fixed_by_scale(cfg: DictConfig) -> None:
         )
 
 
+def _warmup(cfg: DictConfig) -> None:
+    """Warm-up by steps or as a fraction of the run: one, not both."""
+    fraction = get(cfg, "scale.train.warmup_fraction")
+    if fraction is None:
+        return
+    number(cfg, "scale.train.warmup_fraction", strict=False)
+    at_most(cfg, "scale.train.warmup_fraction", 1)
+    if get(cfg, "scale.train.warmup_steps"):
+        raise ConfigError(
+            f"scale.train.warmup_fraction={fraction} and scale.train.warmup_steps="
+            f"{get(cfg, 'scale.train.warmup_steps')} are both set; give one "
+            "(scale.train.warmup_steps=0 to warm up by the fraction)"
+        )
+
+
 def validate(cfg: DictConfig) -> None:
     """What cuts across tasks; the task checks its data (``Task.check``) and the scorer its
     own keys (``scorers.check``)."""
@@ -122,7 +137,11 @@ def validate(cfg: DictConfig) -> None:
     number(cfg, "n_pairs", integer=True)
     _threads_fixed_by_scale(cfg)
     choice(cfg, "verify", ("fast", "full"))
-    for key in ("keep_weights", "fresh_table"):
+    optional = ()
+    if get(cfg, "eval") is not None:  # absent in configs composed before protocols: ours
+        choice(cfg, "eval.protocol", ("ours", "authors"))
+        optional = ("eval.kl_with_prompt",)
+    for key in ("keep_weights", "fresh_table", *optional):
         if not isinstance(get(cfg, key), bool):
             raise ConfigError(f"{key}={get(cfg, key)!r} must be true or false")
     if get(cfg, "disk_free_gb") is not None:
@@ -149,6 +168,7 @@ def validate(cfg: DictConfig) -> None:
     for key in ("scale.train.warmup_steps", "scale.sft.warmup_steps", "scale.sft.seed",
                 "scale.eval.seed"):  # fmt: skip
         number(cfg, key, strict=False, integer=True)
+    _warmup(cfg)
     for key in ("scale.train.checkpoint_every", "scale.sft.checkpoint_every"):
         if get(cfg, key) is not None:  # optional: 0 or absent never checkpoints
             number(cfg, key, strict=False, integer=True)

@@ -179,7 +179,8 @@ def test_kl_to_reference_on_mixed_length_batches_matches_enumeration(models):
     order = np.random.default_rng(0).permutation(len(items))
     prompts = [items[i][0] for i in order]
     resps = [items[i][1] for i in order]
-    k3, exact = kl_to_reference(policy, reference, prompts, resps, EOS, batch_size=7)
+    kls = kl_to_reference(policy, reference, prompts, resps, EOS, batch_size=7)
+    k3, exact, with_prompt = kls["kl"], kls["kl_exact"], kls["kl_with_prompt"]
     for prompt in MIXED_PROMPTS:
         with torch.no_grad():
             lp = sequence_logps(policy, [prompt] * 15, responses, EOS).double()
@@ -201,6 +202,26 @@ def test_kl_to_reference_on_mixed_length_batches_matches_enumeration(models):
         assert float(weights @ k3_values) == pytest.approx(truth, abs=1e-6)
         assert float(weights @ exact_values) == pytest.approx(truth, abs=1e-6)
         assert truth > 0.05
+        # The authors' sum over prompt tokens too: with c = log q(x) - log p(x) (the
+        # prompt's tokens after the first, which nothing predicts), its expectation is
+        # KL + exp(c) - 1 - c, computed here from the prompt alone.
+        with torch.no_grad():
+            c = (
+                float(
+                    sequence_logps(reference, [prompt[:1]], [prompt[1:]], EOS).double()[0]
+                    - sequence_logps(policy, [prompt[:1]], [prompt[1:]], EOS).double()[0]
+                )
+                if len(prompt) > 1
+                else 0.0
+            )
+        with_prompt_values = np.array([with_prompt[by_response[tuple(r)]] for r in responses])
+        bias = float(weights @ with_prompt_values) - truth
+        assert bias == pytest.approx(np.expm1(c) - c, rel=1e-5, abs=1e-5)  # float32 logits
+        assert (with_prompt_values >= 0).all()
+        if len(prompt) > 1:
+            assert abs(c) > 0.3 and bias > 0.03  # the models differ on this prompt: a real bias
+        else:
+            assert bias == pytest.approx(0.0, abs=1e-6)  # nothing to predict in a 1-token prompt
 
 
 def test_left_padded_sampling_batch_equals_one_prompt_at_a_time(models):

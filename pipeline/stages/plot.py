@@ -38,7 +38,11 @@ ODPO_STYLES = [
     ("tab:pink", "X"),
     ("tab:olive", "*"),
 ]
-KL_LABEL = {"kl": "KL(π_θ ‖ π_SFT) (k3)", "kl_exact": "KL(π_θ ‖ π_SFT) (exact per-token)"}
+KL_LABEL = {
+    "kl": "KL(π_θ ‖ π_SFT) (k3)",
+    "kl_exact": "KL(π_θ ‖ π_SFT) (exact per-token)",
+    "kl_with_prompt": "k3 over prompt + response tokens (the authors' KL axis)",
+}
 
 
 def series(runs: pd.DataFrame) -> list[tuple[str, pd.DataFrame, str, str]]:
@@ -183,9 +187,20 @@ FIGURES = {
 DRAW = {"reward_vs_kl": reward_vs_kl, "vs_alpha": vs_alpha}
 
 
-def figure_files(kind: str, task: Task) -> list[tuple[str, str]]:
-    """(file name, KL column) of each figure a kind draws for a task."""
-    return [(name.format(metric=task.metric), column) for name, column in FIGURES[kind]]
+def figure_files(kind: str, task: Task, with_prompt: bool = False) -> list[tuple[str, str]]:
+    """(file name, KL column) of each figure a kind draws for a task; ``with_prompt``: the
+    table has ``kl_with_prompt`` (eval.protocol=authors), drawn against it too."""
+    files = [(name.format(metric=task.metric), column) for name, column in FIGURES[kind]]
+    if with_prompt:
+        name = FIGURES[kind][0][0].replace(".png", "_with_prompt.png")
+        files.append((name.format(metric=task.metric), "kl_with_prompt"))
+    return files
+
+
+def has_kl_with_prompt(table: Path) -> bool:
+    """Whether a run table reports ``kl_with_prompt`` (for any row)."""
+    df = pd.read_csv(table)
+    return "kl_with_prompt" in df.columns and bool(df["kl_with_prompt"].notna().any())
 
 
 def draw(kind: str, table: Path, out: Path, kl_column: str, title: str, task: Task) -> Path:

@@ -38,12 +38,14 @@ def generate(
     device: str,
     temperature: float | None = None,
     top_p: float | None = None,
+    top_k: int = 0,
     join=lambda prompt, response: prompt + response,
     precision: str = "fp32",
     stats: dict | None = None,
 ) -> dict:
     """Sample and package prompts, response ids and the scored texts: ``join(prompt text,
     response text)``. ``temperature``/``top_p`` default to the sample config's values;
+    ``top_k`` 0 samples the full distribution;
     ``precision`` and ``stats`` as in ``models.sample``."""
     set_seed(seed)
     tok = models.load_tokenizer(model_dir)
@@ -58,6 +60,7 @@ def generate(
         pad_id=tok.pad_token_id,
         temperature=sample_cfg.temperature if temperature is None else temperature,
         top_p=sample_cfg.top_p if top_p is None else top_p,
+        top_k=top_k,
         batch_size=sample_cfg.batch_size,
         generator_seed=seed,
         progress=True,

@@ -157,8 +157,11 @@ class Task:
         m = self.metric
         text = (
             f"{m} {row[m]:.3f}±{row[f'{m}_se']:.3f}, KL {row['kl']:.3f}±{row['kl_se']:.3f} "
-            f"(exact {row['kl_exact']:.3f}), SFT {m} {base[m]:.3f}"
+            f"(exact {row['kl_exact']:.3f}"
         )
+        if row.get("kl_with_prompt") is not None:
+            text += f", with prompt tokens {row['kl_with_prompt']:.3f}"
+        text += f"), SFT {m} {base[m]:.3f}"
         if classifier_info.get("accuracy") is not None:
             text += f", classifier acc {classifier_info['accuracy']:.3f}"
         return text
