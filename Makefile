@@ -12,7 +12,7 @@ SENTIMENT := -m experiment=sentiment
 # A first look: 6 runs of the sentiment grid (one seed, one size, 3 betas, DPO and ODPO).
 DEMO := -m experiment=sentiment seed=0 n_pairs=5000 loss.beta=0.1,1,5 results_dir=results/demo
 
-.PHONY: help setup data test lint format sentiment toxicity ablations study demo figures chaos clean mutants bench train-fsdp
+.PHONY: help setup data test lint format sentiment toxicity summarize ablations study demo figures chaos clean mutants bench train-fsdp
 
 help: ## list every target
 	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -59,6 +59,9 @@ sentiment: $(STAMP) ## the paper's sentiment grid (168 runs) at the embedded sca
 
 toxicity: $(STAMP) ## the paper's toxicity grid (72 runs) at the embedded scale -> results/toxicity/
 	$(PY) -m pipeline -m experiment=toxicity $(ARGS)
+
+summarize: $(STAMP) $(TOX_WHEELS) ## summarization: SFT, DPO and ODPO judged at 5 temperatures (embedded stand-in) -> results/summarize/
+	$(PY) -m pipeline -m experiment=summarize $(ARGS)
 
 ablations: $(STAMP) ## both ablations (scaling function, alpha) at the embedded scale -> results/ablation_*/
 	$(PY) -m pipeline -m experiment=ablation_scaling $(ARGS)

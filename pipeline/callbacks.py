@@ -14,7 +14,7 @@ from filelock import FileLock
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
-from pipeline import chaos
+from pipeline import chaos, winrates
 from pipeline.cache import Cache, atomic_write_json, atomic_write_text, file_sha256, stable_hash
 
 STAMP = ".figures_key"  # which table and spec the figures were drawn from
@@ -29,6 +29,14 @@ def outputs_for(kind: str, task: str = "sentiment", with_prompt: bool = False) -
 
     names = [name for name, _ in figure_files(kind, tasks.by_name(task), with_prompt)]
     return names + [str(Path(n).with_suffix(".pdf")) for n in names] + ["summary.md"]
+
+
+def _stand_in(table: Path) -> bool:
+    """Whether a run table holds stand-in results (its ``stand_in`` column)."""
+    import pandas as pd
+
+    column = pd.read_csv(table).get("stand_in")
+    return bool(column is not None and column.astype(str).str.lower().eq("true").any())
 
 
 def read_spec(results_dir: Path) -> dict:
@@ -57,12 +65,17 @@ def plot_results(
     start = time.perf_counter()
     # Parallel sweeps end at the same time: one process draws, the others then reuse.
     with FileLock(str(results_dir / ".figures.lock")):
-        key = stable_hash({"table": file_sha256(table), "spec": spec, "v": 2})[:16]
+        wins = results_dir / winrates.FILE  # a judged task's win rates (task=summarize)
+        won = wins.is_file()
+        key = stable_hash(
+            {"table": file_sha256(table), "spec": spec, "v": 2}
+            | ({"win_rates": file_sha256(wins)} if won else {})
+        )[:16]
         stamp = results_dir / STAMP
         with_prompt = has_kl_with_prompt(table)
         outputs = [
             results_dir / name for name in outputs_for(spec["kind"], spec["task"], with_prompt)
-        ]
+        ] + ([results_dir / winrates.FIGURE] if won else [])
         if (
             not force
             and stamp.is_file()
@@ -79,6 +92,12 @@ def plot_results(
             table, results_dir / "summary.md", spec["title"], metric=task.metric,
             higher_is_better=task.higher_is_better,
         )  # fmt: skip
+        if won:
+            note = f" ({task.stand_in_note})" if _stand_in(table) else ""
+            winrates.draw(wins, results_dir / winrates.FIGURE, spec["title"], note)
+            summary = results_dir / "summary.md"
+            text = summary.read_text().rstrip("\n") + "\n\n"
+            atomic_write_text(summary, text + "\n".join(winrates.summary_section(wins)))
         atomic_write_text(stamp, key + "\n")
     Cache(cache_dir).record("plot", key, "computed", time.perf_counter() - start)
     print(f"[plot] wrote {len(outputs)} files to {results_dir}")

@@ -11,7 +11,7 @@ from pathlib import Path
 import hydra
 from omegaconf import DictConfig, OmegaConf
 
-from pipeline import PROJECT_ROOT, disk, distributed, results, tasks
+from pipeline import PROJECT_ROOT, disk, distributed, results, tasks, winrates
 from pipeline.cache import Cache, stable_hash
 from pipeline.errors import PipelineError
 from pipeline.hub import set_offline
@@ -22,6 +22,7 @@ from pipeline.stages import (
     classifier,
     data,
     evaluate,
+    judge,
     pairs,
     prompts,
     reference,
@@ -94,6 +95,11 @@ def run_experiment(cfg: DictConfig) -> dict:
         "eval_key": base_art.key,
     }
     base.update(evaluate.load(base_art))
+    judged: list[dict] = []  # win-rate rows of a judged task (task=summarize)
+    if task.judged and lead:
+        judged += winrates.rows_for(
+            base, cfg.judge.name, judge.load(judge.run(cfg, cache, sft_art, sft_art, prompts_art))
+        )
     train_key = train.key(cfg, cache, [sft_art, samples_art, pairs_art, ref_art])
     logger = RunLogger(
         cfg.wandb if lead else None,
@@ -127,6 +133,9 @@ def run_experiment(cfg: DictConfig) -> dict:
                 logger.log(r, step)
         eval_art = evaluate.run(cfg, cache, train_art, sft_art, clf_art, prompts_art)
         metrics = evaluate.load(eval_art)
+        if task.judged:  # before the weights may go (keep_weights=false)
+            judge_art = judge.run(cfg, cache, train_art, sft_art, prompts_art)
+            judged += winrates.rows_for(row, cfg.judge.name, judge.load(judge_art))
         if not cfg.keep_weights and not train_art.info.get("weights_deleted"):
             # The evaluation is published and stands on its own; the policy is the
             # bulk of a paper-scale sweep's disk. The manifest records the deletion.
@@ -142,6 +151,11 @@ def run_experiment(cfg: DictConfig) -> dict:
             {f"eval/{k}": v for k, v in metrics.items()}
             | {f"sft/{k}": base[k] for k in (*task.columns(), "kl", "kl_exact") if k in base}
             | {"classifier_accuracy": clf_art.info.get("accuracy") if clf_art else None}
+            | {
+                f"eval/win_rate_T{r['temperature']:g}": r["win_rate"]
+                for r in judged
+                if r["model"] != "SFT"
+            }
         )
         failed = False
     finally:
@@ -149,6 +163,8 @@ def run_experiment(cfg: DictConfig) -> dict:
 
     columns = task.columns() + evaluate.columns(cfg)
     results.upsert(Path(cfg.results_dir) / "runs.csv", [base, row], columns)
+    if judged:
+        winrates.upsert(Path(cfg.results_dir) / winrates.FILE, judged)
     print(f"[run] {run_name(cfg)}: {task.describe(row, base, clf_art.info if clf_art else {})}, "
           f"{time.perf_counter() - t0:.1f}s")  # fmt: skip
     return row

@@ -205,8 +205,10 @@ def params(scorer_cfg: DictConfig) -> dict:
 
 def check(cfg: DictConfig) -> None:
     """The scorer's settings, before any work (each scorer checks its own keys)."""
-    if get(cfg, "scorer.name") is None and tasks.get(cfg).given_samples_params(cfg) is not None:
-        return  # a task that brings its own scores (task=custom) may name no scorer
+    task = tasks.get(cfg)
+    own = task.rates_own_samples or task.given_samples_params(cfg) is not None
+    if get(cfg, "scorer.name") is None and own:
+        return  # a task that brings or rates its own scores (custom, summarize) may name none
     choice(cfg, "scorer.name", SCORERS)
     number(cfg, "scorer.max_eval_rows", integer=True)
     number(cfg, "scorer.min_accuracy", strict=False)

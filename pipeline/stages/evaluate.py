@@ -141,6 +141,7 @@ def run(
             top_k=proto["top_k"],
             join=task.scored_text,
             precision=precisions.of(cfg),
+            prompt_ids=task.prompt_ids,
         )
         prompt_ids, responses = drawn["prompts"], [r[0] for r in drawn["responses"]]
         per_sample = {}
@@ -148,6 +149,8 @@ def run(
             scorer = scorers.load(cfg.scorer, classifier.path, cfg.device)
             p = checked_probabilities(scorer.prob([t[0] for t in drawn["texts"]]), "evaluate")
             per_sample = {task.scorer_metric or task.metric: p, **task.sample_metrics(p)}
+        corpus = rows + read_jsonl(prompts / "sample_prompts.jsonl")
+        per_sample |= task.response_metrics(cfg, rows, [t[0] for t in drawn["texts"]], corpus)
         tok = models.load_tokenizer(sft / "model")
         policy_model = models.load_model(policy / "model", cfg.device).eval()
         sft_model = models.load_model(sft / "model", cfg.device).eval()

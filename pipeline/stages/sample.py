@@ -42,15 +42,17 @@ def generate(
     join=lambda prompt, response: prompt + response,
     precision: str = "fp32",
     stats: dict | None = None,
+    prompt_ids=make_prompts,
 ) -> dict:
     """Sample and package prompts, response ids and the scored texts: ``join(prompt text,
     response text)``. ``temperature``/``top_p`` default to the sample config's values;
-    ``top_k`` 0 samples the full distribution;
+    ``top_k`` 0 samples the full distribution; ``prompt_ids(tok, texts, prompt_tokens)``
+    makes the prompts' token ids (the task's ``prompt_ids``);
     ``precision`` and ``stats`` as in ``models.sample``."""
     set_seed(seed)
     tok = models.load_tokenizer(model_dir)
     model = models.load_model(model_dir, device, precisions.inference_dtype(precision))
-    prompts = make_prompts(tok, prompt_texts, sample_cfg.prompt_tokens)
+    prompts = prompt_ids(tok, prompt_texts, sample_cfg.prompt_tokens)
     responses = models.sample(
         model,
         prompts,
@@ -107,6 +109,7 @@ def run(cfg: DictConfig, cache: Cache, sft: Artifact, prompts: Artifact) -> Arti
         samples = generate(
             sft / "model", texts, sample_cfg, sample_cfg.n_samples, cfg.seed, cfg.device,
             join=task.scored_text, precision=precisions.of(cfg), stats=stats,
+            prompt_ids=task.prompt_ids,
         )  # fmt: skip
         atomic_write_json(out / "samples.json", samples)
         rate = stats["real_tokens"] / max(stats["seconds"], 1e-9)

@@ -45,6 +45,9 @@ def run(
     if samples.info.get("given"):
         return run_given(cfg, cache, samples, prompts)
 
+    if classifier is None:  # the task rates its samples itself (task=summarize)
+        return run_rated(cfg, cache, samples, prompts)
+
     def build(out: Path) -> dict:
         texts = sample.load(samples)["texts"]
         n_prompts, n_samples = len(texts), len(texts[0])
@@ -72,6 +75,25 @@ def run_given(cfg: DictConfig, cache: Cache, samples: Artifact, prompts: Artifac
         return {"mean_score": float(np.nanmean(given))}
 
     return cache.stage("score", {"given": True}, [samples], build, version=VERSION)
+
+
+def run_rated(cfg: DictConfig, cache: Cache, samples: Artifact, prompts: Artifact) -> Artifact:
+    """The task's own rating of each sample as the training score (no classifier)."""
+    task = tasks.get(cfg)
+
+    def build(out: Path) -> dict:
+        rows = read_jsonl(prompts / "sample_prompts.jsonl")
+        corpus = rows + read_jsonl(prompts / "eval_prompts.jsonl")
+        scores = task.rate_samples(cfg, rows, sample.load(samples)["texts"], corpus)
+        if scores is None:
+            raise DataError(f"task={task.name} names no scorer and rates no samples")
+        save_arrays(out / "scores.npz", score=scores)
+        values, counts = np.unique(scores[np.isfinite(scores)], return_counts=True)
+        spread = ", ".join(f"{v:g}: {c}" for v, c in zip(values, counts, strict=True))
+        print(f"[score] {scores.size} samples rated, mean {np.nanmean(scores):.3f} ({spread})")
+        return {"mean_score": float(np.nanmean(scores))}
+
+    return cache.stage("score", params(cfg), [samples, prompts], build, version=VERSION)
 
 
 def load(artifact: Artifact) -> dict[str, np.ndarray]:

@@ -112,7 +112,36 @@ class Task:
         the task brings, or None to score with the scorer."""
         return None
 
+    # ---- prompts ------------------------------------------------------------------------
+
+    def prompt_ids(self, tok, texts: list[str], prompt_tokens: int) -> list[list[int]]:
+        """Token ids of prompts for sampling: BOS + the text's first ``prompt_tokens``."""
+        from pipeline.stages.sample import make_prompts
+
+        return make_prompts(tok, texts, prompt_tokens)
+
     # ---- scoring ------------------------------------------------------------------------
+
+    # Whether a judge compares the policy's outputs with human ones at several sampling
+    # temperatures after training (pipeline/stages/judge.py; task=summarize).
+    judged = False
+    # Whether the task rates its sampled responses itself (``rate_samples``), so that it
+    # needs no scorer.
+    rates_own_samples = False
+
+    def rate_samples(
+        self, cfg: DictConfig, rows: list[dict], texts: list[list[str]], corpus: list[dict]
+    ) -> np.ndarray | None:
+        """Training scores the task computes itself from the sampled texts (n_prompts,
+        n_samples), or None to score with the scorer. ``corpus``: every prompt row."""
+        return None
+
+    def response_metrics(
+        self, cfg: DictConfig, rows: list[dict], texts: list[str], corpus: list[dict]
+    ) -> dict[str, np.ndarray]:
+        """Per-sample evaluation values the task computes from the evaluation samples'
+        texts (one per row of ``rows``), each averaged with its standard error."""
+        return {}
 
     def scored_text(self, prompt: str, response: str) -> str:
         return response if self.scored == "response" else prompt + response
