@@ -38,7 +38,7 @@ from pipeline.results import as_reward, read, read_fingerprint
 from pipeline.summary import head_to_head, training_runs
 
 # Bump when the outputs change for the same tables (part of the reuse key).
-VERSION = 1
+VERSION = 2
 STAMP = ".study_key"
 OUTPUTS = ("study.csv", "per_seed.csv", "odpo_vs_dpo.png", "summary.md")
 SETTING = ["capacity", "n_pairs", "offset", "alpha"]
@@ -67,6 +67,13 @@ def capacity_label(results_dir: Path) -> str:
     if layers is None or width is None:
         return results_dir.name
     return f"{layers}-layer, {width}-wide"
+
+
+def _model_size(results_dir: Path) -> tuple[float, str]:
+    settings = (read_fingerprint(results_dir) or {}).get("settings", {})
+    layers, width = settings.get("scale.model.n_layer"), settings.get("scale.model.n_embd")
+    size = layers * width * width if layers is not None and width is not None else float("inf")
+    return size, results_dir.name
 
 
 def seed_areas(runs: pd.DataFrame, budget: float) -> pd.DataFrame:
@@ -171,15 +178,15 @@ def draw(study: pd.DataFrame, per_seed: pd.DataFrame, out: Path, budget: float) 
             & (per_seed["offset"] == row.offset)
             & (per_seed["alpha"] == row.alpha)
         ]
-        ax.plot(seeds["diff"], [y] * len(seeds), "|", color="k", ms=9, alpha=0.6)
+        ax.plot(seeds["diff"], [y - 0.22] * len(seeds), ".", color="k", ms=4, alpha=0.7)
     ax.axvline(0, color="k", lw=0.8)
     ax.set_yticks(ys, [setting_label(r) for r in study.itertuples()], fontsize=8)
     ax.set_xlabel(f"area under the reward-KL frontier (KL ≤ {budget:g}), ODPO − DPO")
     ax.set_title(
-        "Does ODPO beat DPO? mean over seeds, bootstrap 95% interval, | each seed\n"
-        "green/red: interval excludes 0; grey: not significant "
-        "(embedded stand-in, not the paper's models or data)",
-        fontsize=9,
+        "Does ODPO beat DPO? (embedded stand-in, not the paper's models or data)\n"
+        "circle: mean over seeds; bar: bootstrap 95% interval; dots: each seed;\n"
+        "green / red: the interval excludes 0 (ODPO above / below DPO)",
+        fontsize=8,
     )
     ax.grid(axis="x", alpha=0.3)
     fig.tight_layout()
@@ -271,6 +278,7 @@ def run(
             ledger.record("study", key, "reused", time.perf_counter() - start)
         print(f"[study] {out}: up to date with its {len(folders)} tables (reused)")
         return False
+    folders.sort(key=_model_size)  # the smaller model's settings first
     tables = {capacity_label(p): read(p / "runs.csv") for p in folders}
     study, per_seed = compare(tables, budget, n_boot)
     if study.empty:
