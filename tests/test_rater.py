@@ -165,3 +165,18 @@ def test_validation_can_fail(
     part = xsum[300:500]
     report = validate_rater(rater, [r["document"] for r in part], [r["reference"] for r in part])
     assert abs(report.spearman_unigram) < 0.1 and report.pairwise_agreement < 0.55
+
+
+def test_relative_ratings_by_hand() -> None:
+    from pipeline.rater import relative_ratings
+
+    # Zero scores are 1; the 12 positive scores 1..12 fall two to a sextile: 2,2,3,3,...,7,7.
+    scores = np.array([0.0, 0.0, *range(1, 13), np.nan], dtype=float)
+    out = relative_ratings(scores)
+    assert out[:2].tolist() == [1.0, 1.0]
+    assert out[2:14].tolist() == [2, 2, 3, 3, 4, 4, 5, 5, 6, 6, 7, 7]
+    assert np.isnan(out[14])
+    # Equal scores, equal ratings; the order of the scores is kept.
+    tied = relative_ratings(np.array([0.5, 0.5, 0.5, 0.1]))
+    assert tied[0] == tied[1] == tied[2] > tied[3]
+    assert relative_ratings(np.zeros(3)).tolist() == [1.0, 1.0, 1.0]

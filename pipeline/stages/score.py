@@ -35,7 +35,8 @@ def checked_probabilities(p: np.ndarray, stage: str) -> np.ndarray:
 def params(cfg: DictConfig) -> dict:
     """Nothing beyond its inputs (samples, classifier) for sentiment; which label is good
     when the task's is the scorer's other label."""
-    return tasks.get(cfg).key_extras("score")
+    task = tasks.get(cfg)
+    return {**task.key_extras("score"), **task.key_settings(cfg, "score")}
 
 
 def run(

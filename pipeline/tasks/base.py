@@ -166,6 +166,10 @@ class Task:
 
     # ---- what a stage's key needs to know -----------------------------------------------
 
+    def key_settings(self, cfg: DictConfig, stage: str) -> dict:
+        """The task's own settings (``task.*``) that change a stage's output, for its key."""
+        return {}
+
     def key_extras(self, stage: str) -> dict:
         """Task choices that change a stage's output, for its cache key: the task itself
         for the data (two tasks may read the same file differently), and any choice that

@@ -30,14 +30,14 @@ from omegaconf import DictConfig
 from pipeline import models, summary_data
 from pipeline.checks import get, number
 from pipeline.errors import ConfigError, DataError
-from pipeline.rater import RATER_VERSION, SummaryRater
+from pipeline.rater import RATER_VERSION, SummaryRater, relative_ratings
 from pipeline.tasks.base import Task, heldout_split
 
 
 class Summarize(Task):
     name = "summarize"
-    metric = "rating"
-    metric_label = "eval rating (offline rater, 1-7)"
+    metric = "rater_score"
+    metric_label = "eval rater score (offline rater, 0-1)"
     higher_is_better = True
     scored = "response"  # a summary is rated on its own, against the article
     stand_in_note = (
@@ -62,6 +62,10 @@ class Summarize(Task):
             isinstance(t, bool) or not isinstance(t, int | float) or not 0 <= t <= 2 for t in temps
         ):
             raise ConfigError(f"task.temperatures={temps!r} must be a list of numbers in [0, 2]")
+        if get(cfg, "task.rating_scale") not in ("absolute", "relative"):
+            raise ConfigError(
+                f"task.rating_scale={get(cfg, 'task.rating_scale')!r}: absolute or relative"
+            )
         if get(cfg, "judge.name") is None:
             raise ConfigError("task=summarize needs a judge: judge=offline or judge=openai")
 
@@ -79,7 +83,15 @@ class Summarize(Task):
         if not self.given(cfg):
             rows = summary_data.xsum_prompts(d.download_dir, int(d.lead_words))
             rows = [_row(r["id"], r["prompt"], r["reference"], r["document"]) for r in rows]
-            return heldout_split(rows, d.heldout_fraction, d.split_seed)
+            train, heldout = heldout_split(rows, d.heldout_fraction, d.split_seed)
+            # A training article's text, in chunks of data.chunk_words words, as more SFT
+            # text: 1,000 short examples teach a small model little English; the article
+            # text (~8x more words) does. Held-out articles stay unseen.
+            words = int(d.get("chunk_words", 0) or 0)
+            for r in train if words else ():
+                w = r["document"].split()
+                r["chunks"] = [" ".join(w[i : i + words]) for i in range(0, len(w), words)]
+            return train, heldout
         sft = summary_data.tldr_sft(d.path or d.name, d.split)
         train = [_row(r["id"], r["prompt"], r["reference"]) for r in sft]
         posts, summaries, ratings = _rated(d.feedback_path or d.feedback, d.feedback_split)
@@ -100,7 +112,9 @@ class Summarize(Task):
 
     def sft_texts(self, rows: list[dict]) -> list[str]:
         # "TL;DR:" then a space and the human summary; the rated posts are not SFT text.
-        return [r["text"] + " " + r["reference"] for r in rows if r.get("reference")]
+        # Stand-in rows may add their article in chunks (data.chunk_words) as plain text.
+        texts = [r["text"] + " " + r["reference"] for r in rows if r.get("reference")]
+        return texts + [c for r in rows for c in r.get("chunks", [])]
 
     def prompt_sets(
         self, cfg: DictConfig, train: list[dict], heldout: list[dict]
@@ -186,24 +200,37 @@ class Summarize(Task):
         rater = self.rater(corpus)
         flat_docs = [r["document"] for r, row in zip(rows, texts, strict=True) for _ in row]
         flat = [t for row in texts for t in row]
+        if cfg.task.rating_scale == "relative":
+            fine = np.array([rater.score(d, t) for d, t in zip(flat_docs, flat, strict=True)])
+            return relative_ratings(fine).reshape(len(rows), -1)
         return rater.rate_many(flat_docs, flat).astype(np.float64).reshape(len(rows), -1)
 
     def response_metrics(
         self, cfg: DictConfig, rows: list[dict], texts: list[str], corpus: list[dict]
     ) -> dict[str, np.ndarray]:
-        """The mean rating of the evaluation samples (one per held-out prompt)."""
+        """Per evaluation sample (one per held-out prompt): the rater's fine score in [0, 1]
+        (``rater_score``) and its absolute 1-7 rating (``rating``)."""
         rater = self.rater(corpus)
         docs = [r["document"] for r in rows]
-        return {"rating": rater.rate_many(docs, texts).astype(np.float64)}
+        return {
+            "rater_score": np.array([rater.score(d, t) for d, t in zip(docs, texts, strict=True)]),
+            "rating": rater.rate_many(docs, texts).astype(np.float64),
+        }
 
     def key_extras(self, stage: str) -> dict:
         extras = super().key_extras(stage)
-        if stage in ("score", "evaluate"):
+        if stage in ("score", "evaluate", "judge"):
             extras["rater"] = RATER_VERSION
         return extras
 
+    def key_settings(self, cfg: DictConfig, stage: str) -> dict:
+        # Only sampled summaries are rated by the task (the paper's come rated).
+        if stage == "score" and not self.given(cfg):
+            return {"rating_scale": cfg.task.rating_scale}
+        return {}
+
     def columns(self) -> list[str]:
-        return ["rating", "rating_se"]
+        return ["rater_score", "rater_score_se", "rating", "rating_se"]
 
 
 def _row(row_id: str, prompt: str, reference: str, document: str | None = None) -> dict:
