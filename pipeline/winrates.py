@@ -11,6 +11,7 @@ its Wilson interval as a band."""
 
 from __future__ import annotations
 
+import textwrap
 from pathlib import Path
 
 import numpy as np
@@ -27,6 +28,7 @@ IDENTITY = ["model", "loss", "beta", "alpha", "offset", "seed", "temperature", "
 COLUMNS = IDENTITY + ["wins", "n", "win_rate", "ci_low", "ci_high", "unparseable", "ties",
                       "calls", "cached", "retries"]  # fmt: skip
 MODEL = {"sft": "SFT", "dpo": "DPO", "odpo": "ODPO"}
+ORDER = {"SFT": 0, "DPO": 1, "ODPO": 2}
 STYLE = {"SFT": ("0.35", "s"), "DPO": ("tab:blue", "o"), "ODPO": ("tab:orange", "^")}
 
 
@@ -48,7 +50,7 @@ def upsert(table: Path, rows: list[dict]) -> pd.DataFrame:
             index=both.index,
         )
         both = both[~key.duplicated(keep="last")]
-        order = both["model"].map({"SFT": 0, "DPO": 1, "ODPO": 2}).fillna(3)
+        order = both["model"].map(ORDER).fillna(3)
         both = both.assign(_o=order).sort_values(["_o", "beta", "alpha", "seed", "temperature"])
         atomic_write_text(table, both.drop(columns="_o").to_csv(index=False))
     return both
@@ -84,6 +86,12 @@ def pooled(table: pd.DataFrame) -> pd.DataFrame:
     return out
 
 
+def _series(pool: pd.DataFrame) -> list:
+    """(key, rows) per model line, SFT first, then DPO, then ODPO."""
+    groups = pool.groupby(["model", "offset", "alpha", "beta", "judge"], dropna=False)
+    return sorted(groups, key=lambda item: (ORDER.get(item[0][0], 3), str(item[0])))
+
+
 def _label(row) -> str:
     if row.model == "SFT":
         return "SFT"
@@ -100,7 +108,7 @@ def draw(table: Path, out: Path, title: str, note: str) -> Path:
 
     pool = pooled(pd.read_csv(table))
     fig, ax = plt.subplots(figsize=(6.4, 4.2))
-    for _, part in pool.groupby(["model", "offset", "alpha", "beta", "judge"], dropna=False):
+    for _, part in _series(pool):
         part = part.sort_values("temperature")
         first = part.iloc[0]
         color, marker = STYLE.get(first.model, ("k", "x"))
@@ -109,13 +117,16 @@ def draw(table: Path, out: Path, title: str, note: str) -> Path:
                 label=_label(first) + seeds)  # fmt: skip
         ax.fill_between(part["temperature"], part["ci_low"], part["ci_high"], color=color,
                         alpha=0.15, lw=0)  # fmt: skip
-    ax.axhline(0.5, color="k", lw=0.7, ls=":")
+    top = float(np.nanmax(pool["ci_high"])) if len(pool) else 1.0
+    top = min(1.0, max(0.2, 1.15 * top))  # room for the bands; 0.5 shown when in range
+    if top >= 0.5:
+        ax.axhline(0.5, color="k", lw=0.7, ls=":")
     ax.set_xlabel("sampling temperature (0: greedy)")
     ax.set_ylabel("win rate against the human summary")
-    ax.set_ylim(0, 1)
+    ax.set_ylim(0, top)
     judges_used = ", ".join(sorted(pool["judge"].astype(str).unique()))
-    ax.set_title(f"{title}\njudge: {judges_used}; bands: Wilson 95% (seeds pooled){note}",
-                 fontsize=8)  # fmt: skip
+    text = f"{title}. Judge: {judges_used}; bands: Wilson 95% (seeds pooled){note}"
+    ax.set_title("\n".join(textwrap.wrap(text, 90)), fontsize=8)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7, loc="best")
     fig.tight_layout()
@@ -133,7 +144,7 @@ def summary_section(table: Path) -> list[str]:
     temps = sorted(pool["temperature"].unique())
     header = ["model", "judge", *[f"T={t:g}" for t in temps]]
     rows = []
-    for _, part in pool.groupby(["model", "offset", "alpha", "beta", "judge"], dropna=False):
+    for _, part in _series(pool):
         by_t = dict(zip(part["temperature"], part.itertuples(), strict=True))
         cells = []
         for t in temps:
