@@ -95,9 +95,6 @@ def plot_results(
         if won:
             note = f" ({task.stand_in_note})" if _stand_in(table) else ""
             winrates.draw(wins, results_dir / winrates.FIGURE, spec["title"], note)
-            summary = results_dir / "summary.md"
-            text = summary.read_text().rstrip("\n") + "\n\n"
-            atomic_write_text(summary, text + "\n".join(winrates.summary_section(wins)))
         atomic_write_text(stamp, key + "\n")
     Cache(cache_dir).record("plot", key, "computed", time.perf_counter() - start)
     print(f"[plot] wrote {len(outputs)} files to {results_dir}")

@@ -324,9 +324,12 @@ def write_summary(
     """Write the Markdown summary of the run table ``table`` atomically and return its path.
 
     ``out`` is the file to write, or a directory (an existing one, or a path without a
-    suffix) to write ``summary.md`` into. The text depends only on the table and the
-    arguments, with fixed-point numbers, so the same table gives the same bytes.
+    suffix) to write ``summary.md`` into. The text depends only on the table (and the win
+    rates of a judged task beside it, ``win_rates.csv``) and the arguments, with
+    fixed-point numbers, so the same tables give the same bytes.
     """
+    from pipeline import winrates
+
     path = Path(out)
     if path.is_dir() or path.suffix == "":
         path = path / "summary.md"
@@ -335,6 +338,9 @@ def write_summary(
         read(Path(table)), title, kl_budgets, area_budget, kl_column, fingerprint, metric,
         higher_is_better,
     )  # fmt: skip
+    wins = Path(table).parent / winrates.FILE
+    if wins.is_file():
+        text = text.rstrip("\n") + "\n\n" + "\n".join(winrates.summary_section(wins))
     atomic_write_text(path, text)
     return path
 
