@@ -149,8 +149,7 @@ def run(
             scorer = scorers.load(cfg.scorer, classifier.path, cfg.device)
             p = checked_probabilities(scorer.prob([t[0] for t in drawn["texts"]]), "evaluate")
             per_sample = {task.scorer_metric or task.metric: p, **task.sample_metrics(p)}
-        corpus = rows + read_jsonl(prompts / "sample_prompts.jsonl")
-        per_sample |= task.response_metrics(cfg, rows, [t[0] for t in drawn["texts"]], corpus)
+        per_sample |= task.response_metrics(cfg, rows, [t[0] for t in drawn["texts"]], prompts.path)
         tok = models.load_tokenizer(sft / "model")
         policy_model = models.load_model(policy / "model", cfg.device).eval()
         sft_model = models.load_model(sft / "model", cfg.device).eval()

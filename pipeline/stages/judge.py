@@ -48,11 +48,12 @@ def params(cfg: DictConfig) -> dict:
     }
 
 
-def make_judge(cfg: DictConfig, cache: Cache, corpus: list[dict]):
-    """The configured judge; the offline one rates with the task's rater."""
+def make_judge(cfg: DictConfig, cache: Cache, prompts: Path):
+    """The configured judge; the offline one rates with the task's rater (word weights
+    from the documents in the prompts stage's folder)."""
     j = cfg.judge
     if j.name == "offline":
-        return judges.get("offline")(tasks.get(cfg).rater(corpus))
+        return judges.get("offline")(tasks.get(cfg).rater(prompts))
     return judges.get(j.name)(
         cache_dir=cache.root / "judge",
         model=j.model,
@@ -75,8 +76,7 @@ def run(
 
     def build(out: Path) -> dict:
         rows = read_jsonl(prompts / "eval_prompts.jsonl", required=("text", "reference"))
-        corpus = rows + read_jsonl(prompts / "sample_prompts.jsonl")
-        judge = make_judge(cfg, cache, corpus)
+        judge = make_judge(cfg, cache, prompts.path)
         texts = [r["text"] for r in rows]
         per_temperature, judged = [], []
         for t in cfg.task.temperatures:

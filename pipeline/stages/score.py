@@ -84,8 +84,7 @@ def run_rated(cfg: DictConfig, cache: Cache, samples: Artifact, prompts: Artifac
 
     def build(out: Path) -> dict:
         rows = read_jsonl(prompts / "sample_prompts.jsonl")
-        corpus = rows + read_jsonl(prompts / "eval_prompts.jsonl")
-        scores = task.rate_samples(cfg, rows, sample.load(samples)["texts"], corpus)
+        scores = task.rate_samples(cfg, rows, sample.load(samples)["texts"], prompts.path)
         if scores is None:
             raise DataError(f"task={task.name} names no scorer and rates no samples")
         save_arrays(out / "scores.npz", score=scores)

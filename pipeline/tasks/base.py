@@ -130,14 +130,14 @@ class Task:
     rates_own_samples = False
 
     def rate_samples(
-        self, cfg: DictConfig, rows: list[dict], texts: list[list[str]], corpus: list[dict]
+        self, cfg: DictConfig, rows: list[dict], texts: list[list[str]], prompts: Path
     ) -> np.ndarray | None:
         """Training scores the task computes itself from the sampled texts (n_prompts,
-        n_samples), or None to score with the scorer. ``corpus``: every prompt row."""
+        n_samples), or None to score with the scorer. ``prompts``: the prompts stage's folder."""
         return None
 
     def response_metrics(
-        self, cfg: DictConfig, rows: list[dict], texts: list[str], corpus: list[dict]
+        self, cfg: DictConfig, rows: list[dict], texts: list[str], prompts: Path
     ) -> dict[str, np.ndarray]:
         """Per-sample evaluation values the task computes from the evaluation samples'
         texts (one per row of ``rows``), each averaged with its standard error."""

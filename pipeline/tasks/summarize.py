@@ -30,8 +30,12 @@ from omegaconf import DictConfig
 from pipeline import models, summary_data
 from pipeline.checks import get, number
 from pipeline.errors import ConfigError, DataError
+from pipeline.io import read_jsonl
 from pipeline.rater import RATER_VERSION, SummaryRater, relative_ratings
 from pipeline.tasks.base import Task, heldout_split
+
+# The prompts stage's files, in the order the rater reads their documents.
+PROMPT_FILES = ("sample_prompts.jsonl", "eval_prompts.jsonl")
 
 
 class Summarize(Task):
@@ -188,16 +192,18 @@ class Summarize(Task):
         ids = tok(bodies, add_special_tokens=False)["input_ids"]
         return [[models.bos_id(tok), *body[:keep], *suffix] for body in ids]
 
-    def rater(self, prompt_rows: list[dict]) -> SummaryRater:
-        """The offline rater, its word weights from the documents of the prompt rows."""
-        return _rater(tuple(r["document"] for r in prompt_rows))
+    def rater(self, prompts: Path) -> SummaryRater:
+        """The offline rater, its word weights from the documents of every prompt row
+        (sampling and evaluation) in the prompts stage's folder."""
+        rows = [r for name in PROMPT_FILES for r in read_jsonl(Path(prompts) / name)]
+        return _rater(tuple(r["document"] for r in rows))
 
     def rate_samples(
-        self, cfg: DictConfig, rows: list[dict], texts: list[list[str]], corpus: list[dict]
+        self, cfg: DictConfig, rows: list[dict], texts: list[list[str]], prompts: Path
     ) -> np.ndarray | None:
         """Ratings 1-7 of the sampled summaries (n_prompts, n_samples): the training score.
-        ``corpus``: every prompt row (sampling and evaluation), whose documents weight words."""
-        rater = self.rater(corpus)
+        ``prompts``: the prompts stage's folder, whose documents weight words."""
+        rater = self.rater(prompts)
         flat_docs = [r["document"] for r, row in zip(rows, texts, strict=True) for _ in row]
         flat = [t for row in texts for t in row]
         if cfg.task.rating_scale == "relative":
@@ -206,11 +212,11 @@ class Summarize(Task):
         return rater.rate_many(flat_docs, flat).astype(np.float64).reshape(len(rows), -1)
 
     def response_metrics(
-        self, cfg: DictConfig, rows: list[dict], texts: list[str], corpus: list[dict]
+        self, cfg: DictConfig, rows: list[dict], texts: list[str], prompts: Path
     ) -> dict[str, np.ndarray]:
         """Per evaluation sample (one per held-out prompt): the rater's fine score in [0, 1]
         (``rater_score``) and its absolute 1-7 rating (``rating``)."""
-        rater = self.rater(corpus)
+        rater = self.rater(prompts)
         docs = [r["document"] for r in rows]
         return {
             "rater_score": np.array([rater.score(d, t) for d, t in zip(docs, texts, strict=True)]),
