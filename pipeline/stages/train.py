@@ -68,12 +68,9 @@ def check_offsets(cfg: DictConfig, pairs: Artifact) -> None:
 
 
 def warmup_steps(train_cfg: DictConfig, total_steps: int) -> int:
-    """The linear warm-up's length in optimisation steps: ``warmup_steps``, or with
-    ``warmup_fraction`` set that share of the run's ``total_steps`` (rounded), so runs
-    of different sizes spend the same share of their updates warming up. By steps, a
-    fixed warm-up is a larger share of a short run: at the paper scale 150 steps of a
-    157-step run (5,000 pairs) leave a mean learning-rate multiplier of 0.52, against
-    0.76 at 10,000 pairs, so data size and effective learning rate move together."""
+    """The linear warm-up's length in steps: ``warmup_steps``, or with ``warmup_fraction``
+    that share of the run's ``total_steps`` (rounded), so runs of every size warm up for the
+    same share of their updates (by steps, data size and mean learning rate move together)."""
     fraction = train_cfg.get("warmup_fraction")
     if fraction is None:
         return int(train_cfg.warmup_steps or 0)
