@@ -65,6 +65,15 @@ class ScoredData:
         return ragged_pairs([g.scores for g in self.groups])
 
 
+def padded_scores(scores: Sequence[Sequence[float]]) -> np.ndarray:
+    """Groups of different sizes as one float64 (n_groups, largest group) table, NaN where
+    a group has no response: the shape ``all_pairs`` and the score stage take."""
+    table = np.full((len(scores), max((len(g) for g in scores), default=0)), np.nan)
+    for i, group in enumerate(scores):
+        table[i, : len(group)] = group
+    return table
+
+
 def ragged_pairs(scores: Sequence[Sequence[float]]) -> np.ndarray:
     """``all_pairs`` for groups of different sizes: int64 (n_pairs, 3) of (group,
     chosen, rejected) for every pair within a group with different scores, in the same

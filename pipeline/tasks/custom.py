@@ -148,10 +148,7 @@ class Custom(Task):
         return {"prompts": prompts, "responses": responses, "texts": texts}
 
     def given_scores(self, rows: list[dict]) -> np.ndarray:
-        table = np.full((len(rows), max(len(r["scores"]) for r in rows)), np.nan)
-        for i, row in enumerate(rows):
-            table[i, : len(row["scores"])] = row["scores"]
-        return table
+        return scored_data.padded_scores([r["scores"] for r in rows])
 
     # ---- evaluation -----------------------------------------------------------------------
 

@@ -27,7 +27,7 @@ from pathlib import Path
 import numpy as np
 from omegaconf import DictConfig
 
-from pipeline import models, summary_data
+from pipeline import models, scored_data, summary_data
 from pipeline.checks import get, number
 from pipeline.errors import ConfigError, DataError
 from pipeline.io import read_jsonl
@@ -176,10 +176,7 @@ class Summarize(Task):
     def given_scores(self, rows: list[dict]) -> np.ndarray | None:
         if not rows or "scores" not in rows[0]:
             return None
-        table = np.full((len(rows), max(len(r["scores"]) for r in rows)), np.nan)
-        for i, row in enumerate(rows):
-            table[i, : len(row["scores"])] = row["scores"]
-        return table
+        return scored_data.padded_scores([r["scores"] for r in rows])
 
     # ---- prompts, ratings ---------------------------------------------------------------
 
