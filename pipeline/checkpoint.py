@@ -126,9 +126,16 @@ def loop_state(
     (tensors and plain Python data only, so that it loads with ``weights_only``)."""
     for name, value in position.items():
         _check_plain(value, name)
+    optimizer = opt.state_dict()
+    for group in optimizer["param_groups"]:  # copies: the optimizer keeps its own
+        for name in ("lr", "initial_lr"):
+            # A compiled step's tensor learning rate (train.compiled_step) is saved as the
+            # float an uncompiled resume expects; a compiled one makes it a tensor again.
+            if isinstance(group.get(name), torch.Tensor):
+                group[name] = float(group[name])
     return {
         "model": model.state_dict(),
-        "optimizer": opt.state_dict(),
+        "optimizer": optimizer,
         "scheduler": sched.state_dict(),
         "rng": {"generator": gen.get_state(), "torch": torch.get_rng_state()},
         **position,

@@ -180,6 +180,21 @@ def make_optimizer(name: str, params, lr: float) -> torch.optim.Optimizer:
     return OPTIMIZERS[name](params, lr=lr, foreach=True)
 
 
+def compiled_step(opt: torch.optim.Optimizer):
+    """``opt.step`` compiled into a few fused kernels. torch has no fused RMSprop: its
+    ``foreach`` update makes about five passes over every parameter's memory, 10% of a
+    bf16 GPT-2 Large step on an H200; compiled, the update on 78M parameters took 39 ms
+    against 175 ms on this CPU (same values within 5e-7). The learning rate becomes a
+    tensor that the scheduler fills in place: as a float, each warm-up step's new value
+    would recompile the step. Call again after loading an optimizer state. A fused
+    optimizer (AdamW) is one kernel per parameter already and is left as it is."""
+    if opt.defaults.get("fused"):
+        return opt.step
+    for group in opt.param_groups:
+        group["lr"] = torch.tensor(float(group["lr"]))
+    return torch.compile(opt.step)
+
+
 def _batch_logps(policy, s: dict, pi, ci, ri, pad_id: int) -> torch.Tensor:
     """One forward over chosen and rejected together: (2B,) log-probs."""
     prompts = [s["prompts"][i] for i in pi]
@@ -208,7 +223,8 @@ def train_pairs(
 
     Speed without changing the objective: mixed precision (``precision``), gradient
     accumulation over ``scale.train.grad_accum`` micro-batches (the same mean loss
-    over the batch), optional activation checkpointing and ``torch.compile``, and no
+    over the batch), optional activation checkpointing and ``torch.compile`` (of the
+    transformer and of the optimizer step, ``compiled_step``), and no
     host synchronisation on steps that neither log nor checkpoint: non-finite values
     are tracked on the device and reported, with the first bad step, at the next
     log, checkpoint or the end (a checkpoint is never written after one).
@@ -224,7 +240,8 @@ def train_pairs(
     precisions.configure(prec)
     if train_cfg.get("gradient_checkpointing", False):
         policy.gradient_checkpointing_enable()
-    if train_cfg.get("compile", False):
+    compiled = bool(train_cfg.get("compile", False))
+    if compiled:
         policy.base_model.compile(dynamic=True)
     opt = make_optimizer(train_cfg.optimizer, policy.parameters(), train_cfg.lr)
     if group is not None:
@@ -267,6 +284,8 @@ def train_pairs(
             for sink in sinks:
                 sink.log(metrics, logged_step)
         print(f"[train] the first {first_start} pairs ({step} steps) are a shorter run's: resumed")
+    # Built after any restore: loading an optimizer state puts its saved float lr back.
+    opt_step = compiled_step(opt) if compiled else opt.step
     full_batches_end = (n // bs) * bs  # where epoch 0's last full batch ends
     accum = int(train_cfg.get("grad_accum", 1) or 1)
     steps_per_epoch = -(-n // bs)
@@ -334,7 +353,7 @@ def train_pairs(
                 total = group.sum(total)  # the batch's loss, the same on every rank
             finite = torch.isfinite(total) & torch.isfinite(grad_norm)
             first_bad = torch.where((first_bad < 0) & ~finite, step, first_bad)
-            opt.step()
+            opt_step()
             sched.step()
             due = checkpointer is not None and checkpointer.due(step)
             if group is not None and checkpointer is not None and checkpointer.seconds:
