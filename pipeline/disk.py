@@ -6,6 +6,8 @@ At the paper scale a trained policy is about 3 GB (GPT-2 Large in fp32), so a
 - one trained policy per run when ``keep_weights`` is true, else one per worker at
   a time (it is deleted once its evaluation is published);
 - a resumable checkpoint per worker at a time (model plus optimizer state);
+- with ``scale.train.share_prefix``, one kept loop state per run (model plus optimizer
+  state, ``checkpoint.PrefixStore``): a longer run of the sweep may resume from it;
 - each seed's sample set and the evaluations (token ids and texts, small).
 Sizes come from the model's architecture, built on PyTorch's ``meta`` device (no
 memory, no download): parameters x 4 bytes, as the stages save fp32 weights.
@@ -34,16 +36,18 @@ class Estimate:
     policies: float
     checkpoints: float
     samples: float
+    prefixes: float = 0.0
 
     @property
     def total(self) -> float:
-        return self.sft + self.policies + self.checkpoints + self.samples
+        return self.sft + self.policies + self.checkpoints + self.samples + self.prefixes
 
     def describe(self) -> str:
+        shared = f", shared prefix states {self.prefixes / GB:.2f}" if self.prefixes else ""
         return (
             f"{self.total / GB:.2f} GB (SFT model {self.sft / GB:.2f}, policies "
-            f"{self.policies / GB:.2f}, checkpoints {self.checkpoints / GB:.2f}, samples and "
-            f"evaluations {self.samples / GB:.2f})"
+            f"{self.policies / GB:.2f}, checkpoints {self.checkpoints / GB:.2f}{shared}, "
+            f"samples and evaluations {self.samples / GB:.2f})"
         )
 
 
@@ -82,11 +86,16 @@ def estimate(
     tokens = s.prompt_tokens + 1 + s.max_new_tokens
     samples = n_seeds * s.n_prompts * s.n_samples * tokens * BYTES_PER_TOKEN
     evaluations = (n_runs + 1) * e.n_prompts * tokens * BYTES_PER_TOKEN
+    # Each run keeps its state after its last full batch (the train stage shares none
+    # under a warm-up by fraction, which differs between run lengths).
+    t = cfg.scale.train
+    shares = t.get("share_prefix", False) and t.get("warmup_fraction") is None
     return Estimate(
         sft=model,
         policies=kept * model,
         checkpoints=min(workers, n_runs) * copies * model,
         samples=float(samples + evaluations),
+        prefixes=n_runs * copies * model if shares else 0.0,
     )
 
 

@@ -111,11 +111,22 @@ def test_disk_estimate_against_hand_counts(tmp_path: Path) -> None:
     assert kept.sft == 4e6 and kept.policies == 10 * 4e6
     assert kept.checkpoints == 3 * 4e6  # model + AdamW's two moments, one worker
     OmegaConf.update(cfg, "keep_weights", False)
+    OmegaConf.update(cfg, "scale.train.share_prefix", False)
     dropped = disk.estimate(cfg, n_runs=10, n_seeds=2, workers=2, n_params=1_000_000)
     assert dropped.policies == 2 * 4e6 and dropped.checkpoints == 2 * 3 * 4e6
     s, e = cfg.scale.sample, cfg.scale.eval
     tokens = s.prompt_tokens + 1 + s.max_new_tokens
     assert dropped.samples == (2 * s.n_prompts * s.n_samples + 11 * e.n_prompts) * tokens * 12
+    assert dropped.prefixes == 0 and "prefix" not in dropped.describe()
+    # Shared prefixes keep one loop state per run (model + AdamW's moments), unless the
+    # warm-up is by fraction, where no run is another's prefix.
+    OmegaConf.update(cfg, "scale.train.share_prefix", True)
+    shared = disk.estimate(cfg, n_runs=10, n_seeds=2, workers=2, n_params=1_000_000)
+    assert shared.prefixes == 10 * 3 * 4e6
+    assert shared.total == dropped.total + shared.prefixes
+    assert "shared prefix states 0.12" in shared.describe()
+    OmegaConf.update(cfg, "scale.train.warmup_fraction", 0.1, force_add=True)
+    assert disk.estimate(cfg, n_runs=10, n_params=1_000_000).prefixes == 0
 
 
 def test_a_table_refuses_a_run_of_another_configuration(tmp_path: Path) -> None:
