@@ -10,23 +10,24 @@ ratios from the same run).
     python -m pipeline.bench --profile             # also pyinstrument call trees, OUT/profile-*.txt
     make bench ARGS="--threads 1 --profile"        # make passes ARGS on
 
-Sections (``run.py``; each measured piece runs in a child process of its own, so its peak
-memory is its own, unless ``--inline``):
+Sections (``sections.py``; each measured piece runs in a child process of its own, so its
+peak memory is its own, unless ``--inline``):
 
 - trl: ours (``pipeline.stages.train.train_pairs``, the pipeline's real loop) against TRL's
   ``DPOTrainer`` on the same random-weight GPT-2, pairs, batch and lengths, fp32 on the
   CPU, at the embedded size and at ~20M (30M with the tied output layer) parameters:
   first the same loss from the same weights, then pairs/s with TRL's reference
-  log-probs precomputed and not (``training.py``). TRL is no pipeline dependency: it is
-  imported lazily, and without it only our side is measured. ``make bench`` installs it
-  into ``.venv-bench`` (the pipeline's venv plus trl and the profilers).
+  log-probs precomputed and not (``training.py``; our side in ``ours.py``, TRL's in
+  ``trl_side.py``). TRL is no pipeline dependency: it is imported lazily, and without it
+  only our side is measured. ``make bench`` installs it into ``.venv-bench`` (the
+  pipeline's venv plus trl and the profilers).
 - sweep: executions per stage for the sentiment grid from ``pipeline.plan.stage_keys``,
   against the minimum and a naive sweep, and the ledger's counts and seconds
   (``sweep.py``).
 - sampling: ``models.sample`` (batched) against one ``generate`` per response: real
   tokens/s and the share of padded positions (``sampling.py``).
 - runs: seconds per training run at 5,000 / 7,500 / 10,000 pairs and a line through them.
-- memory: peak RSS of each piece, stage by stage (``child.py``).
+- memory: peak RSS of each piece, stage by stage (``child.py``, ``stage_pieces.py``).
 - gpu: whether a GPU is here; a ``gpu.json`` from the separate GPU script is shown,
   labelled as measured elsewhere.
 

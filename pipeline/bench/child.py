@@ -21,16 +21,16 @@ from pipeline import PROJECT_ROOT
 
 
 def _pieces() -> dict:
-    from pipeline.bench import sampling, training
+    from pipeline.bench import sampling, stage_pieces, training
 
     return {
         "baseline": lambda: {},  # the imports alone: what every piece's peak starts from
         "throughput": training.throughput,
         "loss_equality": training.loss_equality,
         "run_seconds": training.run_seconds,
-        "reference_pass": training.reference_pass,
-        "sft_steps": training.sft_steps,
-        "evaluate_kl": training.evaluate_kl,
+        "reference_pass": stage_pieces.reference_pass,
+        "sft_steps": stage_pieces.sft_steps,
+        "evaluate_kl": stage_pieces.evaluate_kl,
         "profile": training.profile,
         "sample_batched": sampling.batched,
         "sample_sequential": sampling.sequential,

@@ -1,101 +1,11 @@
-"""The machine a benchmark ran on, and ``report.md`` rendered from ``report.json``
-(the JSON holds every number; the Markdown only presents them)."""
+"""``report.md`` rendered from ``report.json`` (the JSON holds every number; the
+Markdown only presents them): the header, then each section's part."""
 
 from __future__ import annotations
 
-import datetime as dt
 import os
-import platform
-import subprocess
-from importlib import metadata
 
-from pipeline import PROJECT_ROOT
-
-PACKAGES = ("torch", "transformers", "trl", "datasets", "accelerate", "numpy")
-
-
-def _cpu_model() -> str:
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
-def _memory_gb() -> float | None:
-    try:
-        with open("/proc/meminfo") as f:
-            for line in f:
-                if line.startswith("MemTotal:"):
-                    return round(int(line.split()[1]) / 1024**2, 1)
-    except OSError:
-        pass
-    return None
-
-
-def _git() -> dict:
-    def run(*args: str) -> str:
-        return subprocess.run(
-            ["git", *args], cwd=PROJECT_ROOT, capture_output=True, text=True, check=True
-        ).stdout.strip()
-
-    try:
-        changed = [line for line in run("status", "--porcelain").splitlines() if line.strip()]
-        return {"commit": run("rev-parse", "--short", "HEAD"), "uncommitted_paths": len(changed)}
-    except (OSError, subprocess.CalledProcessError):
-        return {"commit": None, "uncommitted_paths": None}
-
-
-def machine(threads: int) -> dict:
-    import torch
-
-    versions = {}
-    for name in PACKAGES:
-        try:
-            versions[name] = metadata.version(name)
-        except metadata.PackageNotFoundError:
-            versions[name] = None
-    return {
-        "date": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
-        "cpu": _cpu_model(),
-        "logical_cores": os.cpu_count(),
-        "cores_usable": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None,
-        "memory_gb": _memory_gb(),
-        "torch_threads": threads,
-        "python": platform.python_version(),
-        "versions": versions,
-        "cuda_available": bool(torch.cuda.is_available()),
-        "load_average_at_start": os.getloadavg()[0],
-        "git": _git(),
-    }
-
-
-# ---- Markdown -------------------------------------------------------------------------
-
-
-def _f(x, digits: int = 1) -> str:
-    if x is None:
-        return "–"
-    if isinstance(x, bool):
-        return str(x).lower()
-    if isinstance(x, float):
-        if x != 0 and abs(x) < 10 ** (-digits):
-            return f"{x:.2g}"
-        return f"{x:,.{digits}f}"
-    return f"{x:,}" if isinstance(x, int) else str(x)
-
-
-def _table(header: list[str], rows: list[list]) -> list[str]:
-    out = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    out += ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
-    return out + [""]
-
-
-def _mb(x) -> str:
-    return "–" if x is None else f"{x:,.0f}"
+from pipeline.bench.markdown import _f, _mb, _table
 
 
 def render(report: dict) -> str:

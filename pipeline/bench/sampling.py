@@ -15,8 +15,8 @@ import time
 import torch
 
 from pipeline.bench import synthetic as syn
+from pipeline.bench.ours import median
 from pipeline.bench.synthetic import EOS, PAD, DataSpec, ModelSpec
-from pipeline.bench.training import median
 
 
 def eos_bias(vocab_size: int, p_end: float, max_new_tokens: int) -> float:

@@ -1,264 +1,32 @@
-"""DPO training measured two ways on the same model, pairs, batch and lengths:
+"""The measured training pieces (``child.py`` runs them): DPO training measured two ways
+on the same model, pairs, batch and lengths:
 
-- ours: the pipeline's real loop, ``pipeline.stages.train.train_pairs``, with the
-  reference log-probs computed beforehand by ``pipeline.stages.reference.batched_logps``
-  (the reference stage's function), timed apart;
-- TRL's ``DPOTrainer`` (imported here only, lazily: TRL is no pipeline dependency),
-  configured to match: same batch, no gradient accumulation, AdamW at the run's lr,
-  weight decay and warmup, the same gradient clipping, fp32 on the CPU, dropout off, no
-  gradient checkpointing, no evaluation, logging, saving or progress bars, the pairs in
-  the same order, with its reference log-probs precomputed or computed at every step.
+- ours (``ours.py``): the pipeline's real loop, ``pipeline.stages.train.train_pairs``,
+  with the reference log-probs computed beforehand by
+  ``pipeline.stages.reference.batched_logps`` (the reference stage's function), timed
+  apart;
+- TRL's ``DPOTrainer`` (``trl_side.py``; TRL is no pipeline dependency), configured to
+  match, with its reference log-probs precomputed or computed at every step.
 
-Everything returns plain JSON-able dicts (the parent process writes the report).
+Pairs/s of each side, the loss of each side's first steps from the same weights,
+seconds per whole training run, and pyinstrument profiles. Everything returns plain
+JSON-able dicts (the parent process writes the report).
 """
 
 from __future__ import annotations
 
-import functools
-import statistics
 import tempfile
-import time
-from dataclasses import dataclass
 
-import numpy as np
-import torch
 from omegaconf import DictConfig, OmegaConf
 
 from pipeline.bench import synthetic as syn
-from pipeline.bench.synthetic import PAD, DataSpec, ModelSpec
-
-
-class LossRecorder:
-    """A ``train_pairs`` sink that keeps each logged step's loss and when it was logged
-    (``train_pairs`` logs once the step's optimizer update is done)."""
-
-    def __init__(self) -> None:
-        self.losses: dict[int, float] = {}
-        self.times: dict[int, float] = {}
-
-    def log(self, metrics: dict[str, float], step: int) -> None:
-        self.times[step] = time.perf_counter()
-        self.losses[step] = float(metrics["train/loss"])
-
-
-@dataclass
-class Timed:
-    """One timed training call."""
-
-    seconds: float  # the whole call
-    steps: int
-    losses: list[float]  # TRL: every step's; ours: the logged steps', in order
-    step_times: dict[int, float]  # step -> when its update was done
-
-    def seconds_per_step(self) -> float | None:
-        """Steady state: from the end of the first timed step to the end of the last,
-        per step (start-up, the first step and the end of the call left out)."""
-        if len(self.step_times) < 2:
-            return None
-        first, last = min(self.step_times), max(self.step_times)
-        return (self.step_times[last] - self.step_times[first]) / (last - first)
-
-
-def median(xs: list[float]) -> float:
-    return float(statistics.median(xs))
-
-
-# ---- ours ---------------------------------------------------------------------------
-
-
-def reference_table(
-    ref_model: torch.nn.Module, samples: dict, p: dict, batch_size: int
-) -> tuple[torch.Tensor, float]:
-    """(n_prompts, n_samples) reference log-probs (NaN where no pair needs one) from
-    the reference stage's function, and the seconds that pass took."""
-    from pipeline.stages.reference import batched_logps
-
-    prompts, responses, cells = syn.used_responses(samples, p)
-    ref_model.eval()
-    start = time.perf_counter()
-    logps = batched_logps(ref_model, prompts, responses, PAD, batch_size)
-    seconds = time.perf_counter() - start
-    table = np.full((len(samples["prompts"]), len(samples["responses"][0])), np.nan)
-    rows, cols = zip(*cells, strict=True)
-    table[list(rows), list(cols)] = logps
-    return torch.from_numpy(table).float(), seconds
-
-
-def run_ours(
-    cfg: DictConfig, policy: torch.nn.Module, samples: dict, p: dict, reference: torch.Tensor
-) -> Timed:
-    """One call of the real loop."""
-    from pipeline.seeding import set_seed
-    from pipeline.stages import train
-
-    gen = set_seed(int(cfg.seed))
-    offsets = train.pair_offsets(cfg, p)
-    sink = LossRecorder()
-    policy.train()
-    start = time.perf_counter()
-    steps = train.train_pairs(cfg, policy, samples, p, reference, offsets, PAD, gen, [sink], None)
-    seconds = time.perf_counter() - start
-    return Timed(seconds, steps, [sink.losses[k] for k in sorted(sink.losses)], sink.times)
+from pipeline.bench.ours import Timed, median, reference_table, run_ours
+from pipeline.bench.synthetic import DataSpec, ModelSpec
+from pipeline.bench.trl_side import make_trainer, run_trl, trl_args, trl_version
 
 
 def _subset(p: dict, n: int) -> dict:
     return {k: v[:n] for k, v in p.items()}
-
-
-# ---- TRL ----------------------------------------------------------------------------
-
-
-def trl_version() -> str | None:
-    """TRL's version, or None where it is not installed (the pipeline's own venv)."""
-    try:
-        import trl
-    except ImportError:
-        return None
-    return trl.__version__
-
-
-@functools.cache
-def _trainer_class(record_losses: bool):
-    """DPOTrainer, changed only where our data differs from a text dataset: the pairs
-    are token ids already, so its tokenisation step is skipped (the collator, loss and
-    training loop are TRL's own). Its reference pre-pass is timed."""
-    from trl import DPOTrainer
-
-    class BenchDPOTrainer(DPOTrainer):
-        bench_precompute_seconds = 0.0
-        bench_losses: list[float]
-
-        def _prepare_dataset(self, dataset, processing_class, args, dataset_name):
-            return dataset
-
-        def _precompute_ref_logps(self, dataset, name, batch_size):
-            start = time.perf_counter()
-            out = super()._precompute_ref_logps(dataset, name, batch_size)
-            self.bench_precompute_seconds += time.perf_counter() - start
-            return out
-
-        if record_losses:
-
-            def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
-                loss = super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
-                self.bench_losses.append(float(loss.detach()))
-                return loss
-
-    return BenchDPOTrainer
-
-
-@functools.cache
-def _clock_class():
-    from transformers import TrainerCallback
-
-    class StepClock(TrainerCallback):
-        """When each step's optimizer update was done (as our sink records it)."""
-
-        def __init__(self) -> None:
-            self.times: dict[int, float] = {}
-
-        def on_step_end(self, args, state, control, **kwargs):
-            self.times[state.global_step - 1] = time.perf_counter()
-
-    return StepClock
-
-
-def id_tokenizer(vocab_size: int):
-    """A tokenizer whose only job is to name the pad token (the data is token ids)."""
-    from tokenizers import Tokenizer, pre_tokenizers
-    from tokenizers.models import WordLevel
-    from transformers import PreTrainedTokenizerFast
-
-    vocab = {"<|endoftext|>": PAD, **{f"t{i}": i for i in range(1, vocab_size)}}
-    tok = Tokenizer(WordLevel(vocab, unk_token="<|endoftext|>"))
-    tok.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
-    special = "<|endoftext|>"
-    return PreTrainedTokenizerFast(
-        tokenizer_object=tok, bos_token=special, eos_token=special, pad_token=special
-    )
-
-
-def trl_args(cfg: DictConfig, spec: ModelSpec, precompute: bool, out_dir: str):
-    """DPOConfig mirroring the run config ``cfg`` (what ``train_pairs`` reads)."""
-    from trl import DPOConfig
-
-    tc = cfg.scale.train
-    if tc.optimizer != "adamw":
-        raise ValueError(f"the comparison uses AdamW; the run config says {tc.optimizer}")
-    return DPOConfig(
-        output_dir=out_dir,
-        per_device_train_batch_size=int(tc.batch_size),
-        gradient_accumulation_steps=1,
-        num_train_epochs=int(tc.epochs),
-        learning_rate=float(tc.lr),
-        weight_decay=0.01,  # torch.optim.AdamW's default, which train_pairs gets
-        lr_scheduler_type="constant_with_warmup",  # train_pairs: the same schedule
-        warmup_steps=int(tc.warmup_steps),
-        max_grad_norm=float(tc.max_grad_norm),
-        beta=float(cfg.loss.beta),
-        loss_type=["sigmoid"],  # DPO
-        max_length=spec.n_positions,
-        precompute_ref_log_probs=precompute,
-        precompute_ref_batch_size=int(cfg.scale.eval.batch_size),  # as our reference stage
-        gradient_checkpointing=False,  # TRL's default is on: slower, only saves memory
-        bf16=False,
-        fp16=False,
-        use_cpu=True,
-        disable_dropout=True,
-        padding_free=False,  # unavailable in this TRL (it warns and pads)
-        train_sampling_strategy="sequential",  # the pairs in the order train_pairs takes them
-        logging_strategy="no",
-        save_strategy="no",
-        eval_strategy="no",
-        report_to="none",
-        disable_tqdm=True,
-        dataloader_num_workers=0,
-        dataloader_pin_memory=False,
-        seed=int(cfg.seed),
-    )
-
-
-def make_trainer(
-    cfg: DictConfig,
-    spec: ModelSpec,
-    policy: torch.nn.Module,
-    ref_model: torch.nn.Module | None,
-    samples: dict,
-    p: dict,
-    precompute: bool,
-    out_dir: str,
-    record_losses: bool = False,
-):
-    from datasets import Dataset
-
-    prompts, chosen, rejected = syn.pair_lists(samples, p)
-    data = Dataset.from_dict(
-        {"prompt_ids": prompts, "chosen_ids": chosen, "rejected_ids": rejected}
-    )
-    trainer = _trainer_class(record_losses)(
-        model=policy,
-        ref_model=ref_model,
-        args=trl_args(cfg, spec, precompute, out_dir),
-        train_dataset=data,
-        processing_class=id_tokenizer(spec.vocab_size),
-    )
-    from transformers.trainer_callback import PrinterCallback
-
-    trainer.remove_callback(PrinterCallback)  # it prints the run's summary dict at the end
-    trainer.bench_clock = _clock_class()()
-    trainer.add_callback(trainer.bench_clock)
-    trainer.bench_losses = []
-    return trainer
-
-
-def run_trl(trainer) -> Timed:
-    start = time.perf_counter()
-    out = trainer.train()
-    seconds = time.perf_counter() - start
-    return Timed(seconds, int(out.global_step), trainer.bench_losses, trainer.bench_clock.times)
-
-
-# ---- the measured pieces -------------------------------------------------------------
 
 
 def _setup(spec: dict, data: dict, scale: str, n_pairs: int, seed: int):
@@ -413,55 +181,6 @@ def run_seconds(
         "seconds_median": median(seconds),
         "reference_seconds": ref_seconds,
     }
-
-
-def reference_pass(spec: dict, data: dict, scale: str, seed: int = 0) -> dict:
-    """The reference stage's pass over a whole sample set (every response once)."""
-    mspec, dspec = ModelSpec(**spec), DataSpec(**data)
-    cfg = syn.compose_cfg(scale)
-    samples = syn.make_samples(mspec, dspec, seed)
-    model = syn.build_model(mspec, seed).eval()
-    from pipeline.stages.reference import batched_logps
-
-    prompts = [
-        pr for pr, rs in zip(samples["prompts"], samples["responses"], strict=True) for _ in rs
-    ]
-    responses = [r for rs in samples["responses"] for r in rs]
-    start = time.perf_counter()
-    batched_logps(model, prompts, responses, PAD, int(cfg.scale.eval.batch_size))
-    return {"responses": len(responses), "seconds": time.perf_counter() - start}
-
-
-def sft_steps(spec: dict, scale: str, steps: int, seed: int = 0) -> dict:
-    """A few steps of the SFT stage's loop (``sft.train_lm``) on random texts of the
-    scale's SFT length: its memory, not its result."""
-    from pipeline.stages.sft import train_lm
-
-    mspec = ModelSpec(**spec)
-    cfg = syn.compose_cfg(scale)
-    sft_cfg = OmegaConf.merge(cfg.scale.sft, {"steps": steps, "warmup_steps": 0})
-    rng = np.random.default_rng(seed)
-    length = int(cfg.scale.sft.max_length)
-    seqs = [rng.integers(1, mspec.vocab_size, length).tolist() for _ in range(1024)]
-    model = syn.build_model(mspec, seed)
-    start = time.perf_counter()
-    train_lm(model, seqs, sft_cfg, PAD, torch.Generator().manual_seed(seed), "cpu")
-    return {"steps": steps, "seconds": time.perf_counter() - start}
-
-
-def evaluate_kl(spec: dict, data: dict, scale: str, seed: int = 0) -> dict:
-    """The evaluation stage's KL pass (policy and SFT model over held-out samples)."""
-    from pipeline.stages.evaluate import kl_to_reference
-
-    mspec, dspec = ModelSpec(**spec), DataSpec(**data)
-    cfg = syn.compose_cfg(scale)
-    samples = syn.make_samples(mspec, dspec, seed)
-    prompts = list(samples["prompts"])
-    responses = [rs[0] for rs in samples["responses"]]
-    policy, reference = syn.build_model(mspec, seed).eval(), syn.build_model(mspec, seed + 1).eval()
-    start = time.perf_counter()
-    kl_to_reference(policy, reference, prompts, responses, PAD, int(cfg.scale.eval.batch_size))
-    return {"responses": len(responses), "seconds": time.perf_counter() - start}
 
 
 def profile(
