@@ -106,7 +106,7 @@ class Artifact:
 
 class Group(Protocol):
     """The ranks of a distributed launch that build one stage together
-    (``pipeline.distributed.Group``)."""
+    (``pipeline.fsdp.Group``)."""
 
     rank: int
     is_main: bool

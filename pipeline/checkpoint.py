@@ -129,7 +129,7 @@ def loop_state(
     optimizer = opt.state_dict()
     for group in optimizer["param_groups"]:  # copies: the optimizer keeps its own
         for name in ("lr", "initial_lr"):
-            # A compiled step's tensor learning rate (train.compiled_step) is saved as the
+            # A compiled step's tensor learning rate (optim.compiled_step) is saved as the
             # float an uncompiled resume expects; a compiled one makes it a tensor again.
             if isinstance(group.get(name), torch.Tensor):
                 group[name] = float(group[name])

@@ -13,7 +13,7 @@ from pipeline.errors import ConfigError
 from pipeline.hub import require_model
 from pipeline.losses import LOSSES
 from pipeline.offsets import OFFSETS
-from pipeline.stages.train import OPTIMIZERS
+from pipeline.optim import OPTIMIZERS
 
 WANDB_MODES = ("online", "offline", "disabled")
 # Words that make a key name a credential, wherever they appear in it.

@@ -48,6 +48,7 @@ from transformers import GPT2Config, GPT2LMHeadModel  # noqa: E402
 
 from pipeline import models  # noqa: E402
 from pipeline.checkpoint import loop_state  # noqa: E402
+from pipeline.optim import make_optimizer  # noqa: E402
 from pipeline.stages import train  # noqa: E402
 
 PAPER = {"n_layer": 36, "n_embd": 1280, "n_head": 20, "vocab": 50257}
@@ -243,7 +244,7 @@ def sampling_bench(shape, device, precision, rows: int) -> dict:
 
 def checkpoint_bench(shape, device, folder: Path) -> dict:
     policy = model(shape, device)
-    opt = train.make_optimizer("rmsprop", policy.parameters(), 5e-7)
+    opt = make_optimizer("rmsprop", policy.parameters(), 5e-7)
     policy(torch.ones(1, 8, dtype=torch.long, device=device)).logits.sum().backward()
     opt.step()
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 1.0)

@@ -9,6 +9,7 @@ import torch
 
 from pipeline import models
 from pipeline.checkpoint import loop_state, restore_loop
+from pipeline.optim import compiled_step, make_optimizer
 from pipeline.stages import train
 from tests.test_performance import _Curve, _micro_training_inputs, _tiny_lm, _train_cfg
 
@@ -23,12 +24,12 @@ def _update(compiled: bool, steps: int, saved: dict | None = None):
     from transformers import get_constant_schedule_with_warmup
 
     model = _tiny_lm()
-    opt = train.make_optimizer("rmsprop", model.parameters(), LR)
+    opt = make_optimizer("rmsprop", model.parameters(), LR)
     sched = get_constant_schedule_with_warmup(opt, 3)
     gen = torch.Generator().manual_seed(0)
     if saved is not None:
         restore_loop(saved, model, opt, sched, gen)
-    step = train.compiled_step(opt) if compiled else opt.step
+    step = compiled_step(opt) if compiled else opt.step
     ids = torch.arange(1, 9)[None]
     for _ in range(steps):
         opt.zero_grad()
@@ -60,8 +61,8 @@ def test_a_checkpoint_resumes_across_compile_settings(first: bool, then: bool) -
 
 
 def test_a_fused_optimizer_is_left_as_it_is() -> None:
-    opt = train.make_optimizer("adamw", _tiny_lm().parameters(), 1e-3)
-    assert train.compiled_step(opt) == opt.step
+    opt = make_optimizer("adamw", _tiny_lm().parameters(), 1e-3)
+    assert compiled_step(opt) == opt.step
     assert type(opt.param_groups[0]["lr"]) is float
 
 

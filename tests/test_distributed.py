@@ -29,11 +29,11 @@ import torch
 from safetensors.torch import load_file
 from transformers import get_constant_schedule_with_warmup
 
-from pipeline import chaos, distributed, models, plan, results
+from pipeline import chaos, distributed, fsdp, models, plan, results
 from pipeline.cache import Cache
 from pipeline.checkpoint import restore_loop
 from pipeline.errors import ConfigError
-from pipeline.stages.train import make_optimizer
+from pipeline.optim import make_optimizer
 from pipeline.validate import validate
 from tests.conftest import ROOT, ledger, micro_config, run_in_process
 
@@ -137,11 +137,33 @@ def test_two_processes_train_the_one_process_curve(tmp_path: Path) -> None:
 # ---- the pieces, in this process ----------------------------------------------------------
 
 
+def test_a_rank_other_than_0_builds_the_policy_without_reading_its_weights(
+    tmp_path: Path, monkeypatch
+) -> None:
+    """``load_on_rank0``: ranks > 0 hold the SFT policy's shapes, ties and config, with
+    storage that rank 0's weights fill while sharding; they never open the weights file."""
+    saved = models.small_gpt2(vocab_size=31, n_layer=2, n_embd=16, n_head=2, n_positions=24)
+    saved.save_pretrained(tmp_path / "model")
+    import safetensors.torch
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("read the weights")
+
+    monkeypatch.setattr(safetensors.torch, "load_file", refuse)
+    monkeypatch.setattr(safetensors, "safe_open", refuse)
+    empty = models.empty_model(tmp_path / "model")
+    shapes = {k: v.shape for k, v in saved.state_dict().items()}
+    assert {k: v.shape for k, v in empty.state_dict().items()} == shapes
+    assert not any(p.is_meta for p in empty.parameters())
+    assert empty.lm_head.weight is empty.transformer.wte.weight  # tied again
+    assert empty.config.activation_function == models.FUSED_GELU
+
+
 @pytest.mark.parametrize("world", [1, 2, 3, 4])
 @pytest.mark.parametrize("n", [1, 2, 5, 16])
 def test_each_rank_gets_its_share_and_the_same_number_of_rows(world: int, n: int) -> None:
     idx = np.arange(100, 100 + n)
-    shares = [distributed.local_rows(idx, r, world) for r in range(world)]
+    shares = [fsdp.local_rows(idx, r, world) for r in range(world)]
     assert len({len(rows) for rows, _ in shares}) == 1  # the same passes on every rank
     real = np.concatenate([rows[w == 1] for rows, w in shares])
     assert real.tolist() == idx.tolist()  # every pair once, in order

@@ -20,6 +20,7 @@ from pipeline.errors import ConfigError, PipelineError
 from pipeline.logger import CSVLog, RunLogger
 from pipeline.losses import LOSSES, USES_OFFSET
 from pipeline.offsets import compute_offset
+from pipeline.optim import compiled_step, make_optimizer
 from pipeline.seeding import set_seed
 from pipeline.stages import pairs as pairs_stage
 from pipeline.stages import reference, sample
@@ -36,8 +37,6 @@ NOT_IN_KEY = (
     "scale.train.compile",
     "scale.train.share_prefix",
 )
-
-OPTIMIZERS = {"adamw": torch.optim.AdamW, "rmsprop": torch.optim.RMSprop}
 
 
 def loss_identity(cfg: DictConfig) -> dict:
@@ -136,9 +135,13 @@ def run(
         # sent without a synchronisation (models.to_device)
         reference_logps = torch.from_numpy(reference.load(ref)).float()
         tok = models.load_tokenizer(sft / "model")
-        # Distributed: loaded on the host; FSDP moves each rank's shards to its device.
-        device = cfg.device if group is None else "cpu"
-        policy = models.disable_dropout(models.load_model(sft / "model", device)).train()
+        # Distributed: loaded on the host (by rank 0 only, unless the config says
+        # otherwise); FSDP moves each rank's shards to its device.
+        if group is None:
+            policy = models.load_model(sft / "model", cfg.device)
+        else:
+            policy = group.load_policy(sft / "model")
+        policy = models.disable_dropout(policy).train()
         log = CSVLog(out / "train_log.csv")
         steps = train_pairs(
             cfg,
@@ -172,29 +175,6 @@ def run(
     return cache.stage("train", params(cfg), inputs, build, version=VERSION, group=group)
 
 
-def make_optimizer(name: str, params, lr: float) -> torch.optim.Optimizer:
-    """AdamW fused into one kernel per parameter (CPU and CUDA), RMSprop over lists
-    of tensors (``foreach``): the same update as the one-tensor-at-a-time loop."""
-    if name == "adamw":
-        return torch.optim.AdamW(params, lr=lr, fused=True)
-    return OPTIMIZERS[name](params, lr=lr, foreach=True)
-
-
-def compiled_step(opt: torch.optim.Optimizer):
-    """``opt.step`` compiled into a few fused kernels. torch has no fused RMSprop: its
-    ``foreach`` update makes about five passes over every parameter's memory, 10% of a
-    bf16 GPT-2 Large step on an H200; compiled, the update on 78M parameters took 39 ms
-    against 175 ms on this CPU (same values within 5e-7). The learning rate becomes a
-    tensor that the scheduler fills in place: as a float, each warm-up step's new value
-    would recompile the step. Call again after loading an optimizer state. A fused
-    optimizer (AdamW) is one kernel per parameter already and is left as it is."""
-    if opt.defaults.get("fused"):
-        return opt.step
-    for group in opt.param_groups:
-        group["lr"] = torch.tensor(float(group["lr"]))
-    return torch.compile(opt.step)
-
-
 def _batch_logps(policy, s: dict, pi, ci, ri, pad_id: int) -> torch.Tensor:
     """One forward over chosen and rejected together: (2B,) log-probs."""
     prompts = [s["prompts"][i] for i in pi]
@@ -224,7 +204,7 @@ def train_pairs(
     Speed without changing the objective: mixed precision (``precision``), gradient
     accumulation over ``scale.train.grad_accum`` micro-batches (the same mean loss
     over the batch), optional activation checkpointing and ``torch.compile`` (of the
-    transformer and of the optimizer step, ``compiled_step``), and no
+    transformer and of the optimizer step, ``optim.compiled_step``), and no
     host synchronisation on steps that neither log nor checkpoint: non-finite values
     are tracked on the device and reported, with the first bad step, at the next
     log, checkpoint or the end (a checkpoint is never written after one).
