@@ -138,7 +138,6 @@ def settings(cfg: DictConfig) -> dict:
         "reshard_after_forward": bool(d.get("reshard_after_forward", True)),
         "layer_cls": [layers] if isinstance(layers, str) else list(layers or []) or None,
         "timeout_min": float(d.get("timeout_min", 60)),
-        "load_on_rank0": bool(d.get("load_on_rank0", True)),
         "cpu": torch.device(str(cfg.device)).type != "cuda",
     }
 
@@ -151,8 +150,7 @@ def group(cfg: DictConfig) -> Group | None:
     wanted = settings(cfg)
     if _group is None:
         timeout = timedelta(minutes=wanted["timeout_min"])
-        acc = _accelerator(wanted)
-        _group, _settings = Group(acc, timeout, wanted["load_on_rank0"]), wanted
+        _group, _settings = Group(_accelerator(wanted), timeout), wanted
         atexit.register(_close)
     elif wanted != _settings:
         raise ConfigError(
@@ -183,8 +181,8 @@ def _accelerator(s: dict) -> Any:
         transformer_cls_names_to_wrap=s["layer_cls"],  # None: the model's _no_split_modules
         state_dict_type="FULL_STATE_DICT",
         mixed_precision_policy=mixed,
-        # Rank 0's weights are broadcast while sharding (Group.load_policy)
-        cpu_ram_efficient_loading=s["load_on_rank0"],
+        # Not needed: every rank memory-maps the same safetensors file (see the README)
+        cpu_ram_efficient_loading=False,
         activation_checkpointing=False,  # scale.train.gradient_checkpointing does it
     )
     timeout = InitProcessGroupKwargs(timeout=timedelta(minutes=s["timeout_min"]))

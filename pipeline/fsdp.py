@@ -45,14 +45,8 @@ def local_rows(idx: np.ndarray, rank: int, world: int) -> tuple[np.ndarray, np.n
 class Group:
     """This process's rank in a distributed launch and the collectives training uses."""
 
-    def __init__(
-        self,
-        accelerator: Any,
-        timeout: timedelta = timedelta(minutes=60),
-        load_on_rank0: bool = True,
-    ) -> None:
+    def __init__(self, accelerator: Any, timeout: timedelta = timedelta(minutes=60)) -> None:
         self.accelerator = accelerator
-        self.load_on_rank0 = load_on_rank0
         self.rank = accelerator.process_index
         self.world = accelerator.num_processes
         self.is_main = accelerator.is_main_process
@@ -85,16 +79,6 @@ class Group:
         return rows, models.to_device(torch.from_numpy(weights), self.device)
 
     # -- the model
-    def load_policy(self, path: Path) -> torch.nn.Module:
-        """The saved policy on this rank's host, before sharding. With ``load_on_rank0``
-        (``conf/distributed/fsdp.yaml``) rank 0 alone reads the weights; the others hold
-        uninitialised storage (``models.empty_model``) that ``prepare`` fills with their
-        shards of rank 0's weights: one full copy in host memory, not one per process
-        (8 copies of GPT-J 6B in float32 are 190 GB)."""
-        if self.is_main or not self.load_on_rank0:
-            return models.load_model(path, "cpu")
-        return models.empty_model(path)
-
     def prepare(
         self, policy: torch.nn.Module, opt: torch.optim.Optimizer
     ) -> tuple[torch.nn.Module, torch.optim.Optimizer]:
@@ -103,11 +87,6 @@ class Group:
         sharded policy (the same object) and the plain torch optimizer: the training
         loop steps it and its scheduler itself (accelerate's scheduler wrapper would
         step the warm-up ``world`` times per step)."""
-        if self.load_on_rank0:
-            # accelerate sends the parameters and persistent buffers from rank 0 while
-            # sharding; the other buffers (GPT-J's rotary table) are sent here first.
-            for buffer in policy.buffers():
-                torch.distributed.broadcast(buffer, src=0, group=self.host)
         sharded, wrapped = self.accelerator.prepare(policy, opt)
         if getattr(sharded.config, "model_type", None) in models.PLAIN_HEAD:
             from torch.distributed.fsdp import register_fsdp_forward_method

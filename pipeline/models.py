@@ -88,40 +88,12 @@ def small_gpt2(
 FUSED_GELU = "gelu_pytorch_tanh"
 
 
-def _config(path: str | Path):
-    """A saved model's config, with the fused GELU (same function as gelu_new)."""
-    config = AutoConfig.from_pretrained(str(path))
-    if getattr(config, "activation_function", None) == "gelu_new":
-        config.activation_function = FUSED_GELU
-    return config
-
-
-def empty_model(path: str | Path) -> torch.nn.Module:
-    """The causal LM saved at ``path`` with uninitialised float32 weights on the host:
-    only its config is read. Untouched pages of the storage are not resident, so it
-    costs little memory until something is written into it (a distributed rank that
-    receives its shards from rank 0, ``fsdp.Group.load_policy``). Buffers are
-    uninitialised too. Tied weights are tied, as ``load_model`` ties them."""
-    try:
-        config = _config(path)
-    except OSError as e:
-        raise ConfigError(f"could not load model {str(path)!r}: {first_line(e)}") from None
-    with torch.device("meta"):  # shapes only, then storage without values
-        try:
-            model = AutoModelForCausalLM.from_config(config, attn_implementation="sdpa")
-        except ValueError as e:  # an architecture without SDPA, as in load_model
-            if "sdpa" not in str(e).lower():
-                raise
-            model = AutoModelForCausalLM.from_config(config)
-    model = model.to_empty(device="cpu")
-    model.tie_weights()  # to_empty gives each use of a shared parameter its own storage
-    return model
-
-
 def load_model(path: str | Path, device: str = "cpu", dtype: str = "float32") -> torch.nn.Module:
     """A causal LM with SDPA attention and the fused GELU (same function as gelu_new)."""
     try:
-        config = _config(path)
+        config = AutoConfig.from_pretrained(str(path))
+        if getattr(config, "activation_function", None) == "gelu_new":
+            config.activation_function = FUSED_GELU
         model = AutoModelForCausalLM.from_pretrained(
             str(path), config=config, dtype=getattr(torch, dtype), attn_implementation="sdpa"
         )

@@ -137,28 +137,6 @@ def test_two_processes_train_the_one_process_curve(tmp_path: Path) -> None:
 # ---- the pieces, in this process ----------------------------------------------------------
 
 
-def test_a_rank_other_than_0_builds_the_policy_without_reading_its_weights(
-    tmp_path: Path, monkeypatch
-) -> None:
-    """``load_on_rank0``: ranks > 0 hold the SFT policy's shapes, ties and config, with
-    storage that rank 0's weights fill while sharding; they never open the weights file."""
-    saved = models.small_gpt2(vocab_size=31, n_layer=2, n_embd=16, n_head=2, n_positions=24)
-    saved.save_pretrained(tmp_path / "model")
-    import safetensors.torch
-
-    def refuse(*args, **kwargs):
-        raise AssertionError("read the weights")
-
-    monkeypatch.setattr(safetensors.torch, "load_file", refuse)
-    monkeypatch.setattr(safetensors, "safe_open", refuse)
-    empty = models.empty_model(tmp_path / "model")
-    shapes = {k: v.shape for k, v in saved.state_dict().items()}
-    assert {k: v.shape for k, v in empty.state_dict().items()} == shapes
-    assert not any(p.is_meta for p in empty.parameters())
-    assert empty.lm_head.weight is empty.transformer.wte.weight  # tied again
-    assert empty.config.activation_function == models.FUSED_GELU
-
-
 @pytest.mark.parametrize("world", [1, 2, 3, 4])
 @pytest.mark.parametrize("n", [1, 2, 5, 16])
 def test_each_rank_gets_its_share_and_the_same_number_of_rows(world: int, n: int) -> None:

@@ -135,13 +135,9 @@ def run(
         # sent without a synchronisation (models.to_device)
         reference_logps = torch.from_numpy(reference.load(ref)).float()
         tok = models.load_tokenizer(sft / "model")
-        # Distributed: loaded on the host (by rank 0 only, unless the config says
-        # otherwise); FSDP moves each rank's shards to its device.
-        if group is None:
-            policy = models.load_model(sft / "model", cfg.device)
-        else:
-            policy = group.load_policy(sft / "model")
-        policy = models.disable_dropout(policy).train()
+        # Distributed: loaded on the host; FSDP moves each rank's shards to its device.
+        device = cfg.device if group is None else "cpu"
+        policy = models.disable_dropout(models.load_model(sft / "model", device)).train()
         log = CSVLog(out / "train_log.csv")
         steps = train_pairs(
             cfg,
