@@ -15,16 +15,10 @@ from pathlib import Path
 
 import pytest
 
-from pipeline import judges
+from pipeline import judges, llm_judge
 from pipeline.errors import ConfigError
-from pipeline.judges import (
-    Comparison,
-    JudgeError,
-    OfflineJudge,
-    OpenAIJudge,
-    parse_label,
-    wilson,
-)
+from pipeline.judges import Comparison, OfflineJudge, wilson
+from pipeline.llm_judge import JudgeError, OpenAIJudge, parse_label
 from pipeline.rater import SummaryRater
 
 # ---- Wilson interval ------------------------------------------------------------------------
@@ -273,7 +267,7 @@ def test_openai_judge_over_http(
     for f in files:
         entry = json.loads(f.read_text())
         assert set(entry) == {"request", "answer"}
-        assert f.stem == judges.stable_hash(entry["request"])
+        assert f.stem == llm_judge.stable_hash(entry["request"])
 
     # A second run asks nothing and gives the same verdicts.
     before = len(endpoint.requests)
