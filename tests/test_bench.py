@@ -47,7 +47,7 @@ def test_writes_both_report_files_with_every_section(micro):
     assert set(saved["sections"]) == set(SECTIONS)
     md = (out / "report.md").read_text()
     for title in ("Ours vs TRL", "Work per sweep", "Sampling", "Seconds per training run",
-                  "Peak memory", "GPU"):  # fmt: skip
+                  "Optimizer update", "Peak memory", "GPU"):  # fmt: skip
         assert f"## {title}" in md
     machine = saved["machine"]
     assert machine["cpu"] and machine["logical_cores"] >= 1 and machine["date"]
@@ -64,6 +64,17 @@ def _errors(obj) -> list[str]:
     if isinstance(obj, list):
         return [e for v in obj for e in _errors(v)]
     return []
+
+
+def test_the_compiled_update_is_timed_and_reaches_the_eager_weights(micro):
+    s = micro[0]["sections"]["optimizer"]
+    variants = {(v["optimizer"], v["compiled"]): v for v in s["variants"]}
+    assert set(variants) == {("rmsprop", False), ("rmsprop", True), ("adamw", False)}
+    for v in variants.values():
+        assert len(v["step_ms"]) == micro[0]["plan"]["optimizer_steps"] - 1
+        assert v["parameters"] == variants[("adamw", False)]["parameters"] > 0
+    assert 0 <= s["max_abs_difference"] < 1e-3 * s["max_abs_move"]  # the same update
+    assert s["compiled_speedup"] > 0
 
 
 def test_our_training_loop_is_measured_at_both_sizes(micro):

@@ -27,6 +27,8 @@ peak memory is its own, unless ``--inline``):
 - sampling: ``models.sample`` (batched) against one ``generate`` per response: real
   tokens/s and the share of padded positions (``sampling.py``).
 - runs: seconds per training run at 5,000 / 7,500 / 10,000 pairs and a line through them.
+- optimizer: the update alone, RMSprop eager and compiled (``scale.train.compile``) and
+  fused AdamW, on the 20M model's parameters (``optimizer.py``).
 - memory: peak RSS of each piece, stage by stage (``child.py``, ``stage_pieces.py``).
 - gpu: whether a GPU is here; a ``gpu.json`` from the separate GPU script is shown,
   labelled as measured elsewhere.

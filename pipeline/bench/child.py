@@ -21,7 +21,7 @@ from pipeline import PROJECT_ROOT
 
 
 def _pieces() -> dict:
-    from pipeline.bench import sampling, stage_pieces, training
+    from pipeline.bench import optimizer, sampling, stage_pieces, training
 
     return {
         "baseline": lambda: {},  # the imports alone: what every piece's peak starts from
@@ -34,6 +34,7 @@ def _pieces() -> dict:
         "profile": training.profile,
         "sample_batched": sampling.batched,
         "sample_sequential": sampling.sequential,
+        "optimizer_update": optimizer.update,
     }
 
 

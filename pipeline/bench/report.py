@@ -38,6 +38,7 @@ def render(report: dict) -> str:
         ("sweep", "Work per sweep"),
         ("sampling", "Sampling throughput"),
         ("runs", "Seconds per training run"),
+        ("optimizer", "Optimizer update"),
         ("memory", "Peak memory per stage"),
         ("gpu", "GPU"),
     ):
@@ -290,6 +291,27 @@ def _runs(s: dict, report: dict) -> list[str]:
     ]
 
 
+def _optimizer(s: dict, report: dict) -> list[str]:
+    if "error" in s:
+        return [f"Failed: {s['error']}", ""]
+    rows = [
+        [f"{v['optimizer']}{' (compiled)' if v['compiled'] else ''}", v["parameters"],
+         v["tensors"], _f(v["first_step_s"], 2), _f(v["step_ms_median"], 1)]
+        for v in s["variants"]
+    ]  # fmt: skip
+    return [
+        s["setup"],
+        "",
+        *_table(
+            ["update", "parameters", "tensors", "first step (s)", "ms per step (median)"], rows
+        ),
+        f"Compiled RMSprop is **{s['compiled_speedup']:.1f}×** the eager one's speed; after the "
+        f"warm-up its weights differ from the eager ones by at most {s['max_abs_difference']:.1e}, "
+        f"where the updates moved them by up to {s['max_abs_move']:.1e}.",
+        "",
+    ]
+
+
 def _memory(s: dict, report: dict) -> list[str]:
     if s.get("isolated") is False:
         return [
@@ -336,6 +358,7 @@ RENDER = {
     "sweep": _sweep,
     "sampling": _sampling,
     "runs": _runs,
+    "optimizer": _optimizer,
     "memory": _memory,
     "gpu": _gpu,
 }

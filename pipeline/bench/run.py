@@ -15,7 +15,7 @@ from pipeline.bench import child, machine, report
 from pipeline.bench.sections import Bench
 from pipeline.bench.synthetic import DataSpec, ModelSpec
 
-SECTIONS = ("trl", "sweep", "sampling", "runs", "memory", "gpu")
+SECTIONS = ("trl", "sweep", "sampling", "runs", "optimizer", "memory", "gpu")
 
 
 def plans() -> dict[str, dict]:
@@ -39,6 +39,7 @@ def plans() -> dict[str, dict]:
             "sequential_rows": 96,
             "sft_steps": 20,
             "eval_prompts": 256,
+            "optimizer_steps": 12,
         },
         "micro": {
             "name": "micro",
@@ -57,6 +58,7 @@ def plans() -> dict[str, dict]:
             "sequential_rows": 8,
             "sft_steps": 2,
             "eval_prompts": 16,
+            "optimizer_steps": 4,
         },
     }
 
@@ -128,6 +130,8 @@ def main(argv: list[str] | None = None) -> dict:
         sections["sampling"] = bench.sampling()
     if "runs" in only:
         sections["runs"] = bench.runs()
+    if "optimizer" in only:
+        sections["optimizer"] = bench.optimizer()
     if "memory" in only:
         sections["memory"] = bench.memory_section()
     if "gpu" in only:

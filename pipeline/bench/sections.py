@@ -227,6 +227,24 @@ class Bench:
             },
         }
 
+    def optimizer(self) -> dict:
+        spec = self.common("20M")["spec"]
+        out = self.piece("optimizer_update", "optimizer update, eager and compiled", "train",
+                         spec=spec, steps=self.plan["optimizer_steps"])  # fmt: skip
+        return {
+            "setup": (
+                f"The update alone on the parameters of the {spec['name']} model "
+                f"({spec['n_layer']} layers × {spec['n_embd']}, vocabulary {spec['vocab_size']}; "
+                "random weights and gradients, fp32, CPU): `optim.make_optimizer` as training "
+                "builds it, stepped eagerly and through `optim.compiled_step` "
+                "(`scale.train.compile=true`), under a warm-up schedule, "
+                f"{self.plan['optimizer_steps']} updates each; the median excludes the first "
+                "(which compiles). RMSprop is the paper-scale optimizer (torch has no fused "
+                "one); AdamW, the embedded default, is fused already and is not compiled."
+            ),
+            **out,
+        }
+
     def memory_section(self) -> dict:
         if not self.isolate:
             return {"isolated": False}
