@@ -11,7 +11,8 @@ puts it into ``results/bench/report.md`` under the device's name):
 2. the DPO step at GPT-2 Large's shape (36 layers x 1280, vocabulary 50,257; 32 pairs,
    prompts of 8 and responses of 100 tokens; RMSprop) through the pipeline's own
    loop, ``pipeline.stages.train.train_pairs``, in fp32, tf32, bf16 and bf16 with
-   ``torch.compile``: pairs/s, TFLOP/s, MFU, peak memory. Model FLOPs per step count
+   ``torch.compile`` (``scale.train.compile``: the transformer and the optimizer update):
+   pairs/s, TFLOP/s, MFU, peak memory. Model FLOPs per step count
    what the objective needs: 6 x body parameters x tokens, the attention products,
    and the output layer at the 100 response positions of each sequence;
 3. sampling with ``pipeline.models.sample`` (bf16 and fp32): real tokens/s and the
