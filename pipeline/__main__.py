@@ -1,6 +1,6 @@
 import sys
 
-from pipeline.main import check_choices, main
+from pipeline.orchestration.main import check_choices, main
 
 check_choices(sys.argv[1:])
 main()

@@ -15,7 +15,7 @@ puts it into ``results/bench/report.md`` under the device's name):
    pairs/s, TFLOP/s, MFU, peak memory. Model FLOPs per step count
    what the objective needs: 6 x body parameters x tokens, the attention products,
    and the output layer at the 100 response positions of each sequence;
-3. sampling with ``pipeline.models.sample`` (bf16 and fp32): real tokens/s and the
+3. sampling with ``pipeline.modeling.models.sample`` (bf16 and fp32): real tokens/s and the
    share of padded positions;
 4. one checkpoint save of the whole loop state (model and optimizer);
 5. the paper-scale sentiment pipeline end to end (``python -m pipeline scale=paper``)
@@ -44,13 +44,13 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from hydra import compose, initialize_config_dir  # noqa: E402
-from transformers import GPT2Config, GPT2LMHeadModel  # noqa: E402
+from hydra import compose, initialize_config_dir
+from transformers import GPT2Config, GPT2LMHeadModel
 
-from pipeline import models  # noqa: E402
-from pipeline.checkpoint import loop_state  # noqa: E402
-from pipeline.optim import make_optimizer  # noqa: E402
-from pipeline.stages import train  # noqa: E402
+from pipeline.modeling import models
+from pipeline.modeling.checkpoint import loop_state
+from pipeline.modeling.optim import make_optimizer
+from pipeline.stages import train
 
 PAPER = {"n_layer": 36, "n_embd": 1280, "n_head": 20, "vocab": 50257}
 QUICK = {"n_layer": 2, "n_embd": 64, "n_head": 4, "vocab": 2048}

@@ -149,7 +149,7 @@ def run_in_process(
     """What ``run_cli`` does, without starting a new Python (5 s of imports per call):
     the same overrides composed with Hydra's API and the same ``cli`` entry point.
     For single runs only (no ``-m``); the return code is ``cli``'s exit code."""
-    from pipeline.main import cli
+    from pipeline.orchestration.main import cli
 
     saved = dict(os.environ)
     os.environ.update(

@@ -252,7 +252,7 @@ def test_more_prompts_than_heldout_texts(tmp_path: Path, key: str) -> None:
 )  # fmt: skip
 def test_unknown_group_option_is_one_line_before_hydra(arg: str, needle: str, capsys) -> None:
     """What ``python -m pipeline`` checks before Hydra composes (test_unknown_loss runs it)."""
-    from pipeline.main import check_choices
+    from pipeline.orchestration.main import check_choices
 
     with pytest.raises(SystemExit) as stop:
         check_choices([arg])
@@ -466,7 +466,7 @@ def test_custom_log_ratio_on_non_positive_score(tmp_path: Path, score: float) ->
 def test_log_ratio_undefined_on_zero_scores() -> None:
     from omegaconf import OmegaConf
 
-    from pipeline.errors import ConfigError
+    from pipeline.infra.errors import ConfigError
     from pipeline.stages.train import pair_offsets
 
     cfg = OmegaConf.create(
@@ -480,7 +480,7 @@ def test_log_ratio_undefined_on_zero_scores() -> None:
 def test_log_diff_undefined_on_ties() -> None:
     from omegaconf import OmegaConf
 
-    from pipeline.errors import ConfigError
+    from pipeline.infra.errors import ConfigError
     from pipeline.stages.train import pair_offsets
 
     cfg = OmegaConf.create({"loss": {"name": "odpo", "alpha": 1.0}, "offset": {"name": "log_diff"}})

@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.bench import child, sweep
-from pipeline.bench.run import SECTIONS, main
+from scripts.bench import child, sweep
+from scripts.bench.run import SECTIONS, main
 
 HAS_TRL = importlib.util.find_spec("trl") is not None
 

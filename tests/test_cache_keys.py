@@ -7,7 +7,7 @@ for every leaf of the composed config:
   the stage lists it in its ``NOT_IN_KEY`` (or it is a runtime key such as the
   device), in which case its key must stay the same;
 - a leaf that no stage reads must change no stage's key (no needless recomputation).
-Keys are taken from ``pipeline.plan``, which a test here holds equal to the keys a
+Keys are taken from ``pipeline.orchestration.graph``, which a test here holds equal to the keys a
 real run uses. A new config key is covered without a new test.
 """
 
@@ -23,8 +23,8 @@ import pytest
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.basecontainer import BaseContainer
 
-from pipeline import plan
-from pipeline.results import leaves
+from pipeline.orchestration import graph as plan
+from pipeline.report.runs import leaves
 from tests.conftest import ROOT, ledger, micro_config
 
 STAGES = plan.STAGE_MODULES
@@ -124,7 +124,7 @@ LEAVES = _config_leaves()
 @pytest.fixture(scope="module")
 def traced(tmp_path_factory: pytest.TempPathFactory) -> tuple[DictConfig, dict, list[dict]]:
     """A full micro run with every stage's config reads recorded, and its ledger."""
-    from pipeline.main import run_experiment
+    from pipeline.orchestration.main import run_experiment
 
     tmp = tmp_path_factory.mktemp("traced")
     cfg = micro_config(tmp)
@@ -226,7 +226,7 @@ def test_changing_a_config_key_changes_exactly_the_keys_of_stages_that_read_it(
 def test_plan_gives_the_keys_a_run_uses_for_every_task(tmp_path: Path, overrides) -> None:
     """The other tasks' paths through the stages (response-only scoring, the other label
     good; no classifier and the task's own scores) are planned as they run."""
-    from pipeline.main import run_experiment
+    from pipeline.orchestration.main import run_experiment
 
     cfg = micro_config(tmp_path, *overrides, "data.heldout_fraction=0.4")
     run_experiment(cfg)

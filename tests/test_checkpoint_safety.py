@@ -16,8 +16,8 @@ import pytest
 import torch
 from transformers import get_constant_schedule_with_warmup
 
-from pipeline import models
-from pipeline.checkpoint import STATE, Checkpointer, loop_state, restore_loop
+from pipeline.modeling import models
+from pipeline.modeling.checkpoint import STATE, Checkpointer, loop_state, restore_loop
 
 
 class TouchOnLoad:

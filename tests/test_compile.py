@@ -7,9 +7,9 @@ from __future__ import annotations
 import pytest
 import torch
 
-from pipeline import models
-from pipeline.checkpoint import loop_state, restore_loop
-from pipeline.optim import compiled_step, make_optimizer
+from pipeline.modeling import models
+from pipeline.modeling.checkpoint import loop_state, restore_loop
+from pipeline.modeling.optim import compiled_step, make_optimizer
 from pipeline.stages import train
 from tests.test_performance import _Curve, _micro_training_inputs, _tiny_lm, _train_cfg
 

@@ -14,8 +14,8 @@ from pathlib import Path
 import matplotlib.image as mpimg
 import pytest
 
-from pipeline.callbacks import outputs_for, plot_results, read_spec
-from pipeline.results import read
+from pipeline.orchestration.callbacks import outputs_for, plot_results, read_spec
+from pipeline.report.runs import read
 from tests.conftest import ledger, run_cli
 
 # A four-point sweep: every point shares data, prompts, SFT and classifier; the two points of a

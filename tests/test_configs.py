@@ -11,8 +11,8 @@ from omegaconf import DictConfig, OmegaConf
 
 import pipeline  # noqa: F401 - registers the cwd and project_root resolvers
 from pipeline import PROJECT_ROOT
-from pipeline.errors import ConfigError
-from pipeline.validate import validate
+from pipeline.infra.errors import ConfigError
+from pipeline.orchestration.validate import validate
 
 CONF = PROJECT_ROOT / "conf"
 GROUPS = ("task", "scale", "loss", "offset", "wandb", "experiment")
@@ -167,7 +167,7 @@ def test_experiment_command_in_its_comment_composes():
 def test_hydra_settings():
     cfg = _compose([], return_hydra_config=True)
     assert cfg.hydra.job.chdir is False
-    assert cfg.hydra.callbacks.plot._target_ == "pipeline.callbacks.PlotCallback"
+    assert cfg.hydra.callbacks.plot._target_ == "pipeline.orchestration.callbacks.PlotCallback"
 
 
 @pytest.mark.parametrize(

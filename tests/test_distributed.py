@@ -1,4 +1,4 @@
-"""Training sharded over processes (``distributed=fsdp``, pipeline/distributed.py).
+"""Training sharded over processes (``distributed=fsdp``, pipeline/modeling/distributed.py).
 
 The main test runs the real pipeline at micro scale as two processes on this CPU
 (torchrun, gloo, FSDP2 through accelerate) and holds it to a one-process run of the
@@ -29,12 +29,15 @@ import torch
 from safetensors.torch import load_file
 from transformers import get_constant_schedule_with_warmup
 
-from pipeline import chaos, distributed, fsdp, models, plan, results
-from pipeline.cache import Cache
-from pipeline.checkpoint import restore_loop
-from pipeline.errors import ConfigError
-from pipeline.optim import make_optimizer
-from pipeline.validate import validate
+from pipeline.infra.cache import Cache
+from pipeline.infra.errors import ConfigError
+from pipeline.modeling import distributed, fsdp, models
+from pipeline.modeling.checkpoint import restore_loop
+from pipeline.modeling.optim import make_optimizer
+from pipeline.orchestration import graph as plan
+from pipeline.orchestration.validate import validate
+from pipeline.report import runs as results
+from scripts import chaos
 from tests.conftest import ROOT, ledger, micro_config, run_in_process
 
 # 49 pairs in batches of 16: 16, 16, 16 and 1 each epoch; in each 1-pair batch rank 1 of 2

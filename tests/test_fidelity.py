@@ -11,11 +11,13 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 
-from pipeline import models, plan, results
-from pipeline.callbacks import plot_results
-from pipeline.errors import ConfigError
+from pipeline.infra.errors import ConfigError
+from pipeline.modeling import models
+from pipeline.orchestration import graph as plan
+from pipeline.orchestration.callbacks import plot_results
+from pipeline.orchestration.validate import validate
+from pipeline.report import runs as results
 from pipeline.stages import evaluate, train
-from pipeline.validate import validate
 from tests.conftest import micro_config, run_in_process
 
 # ---- top-k sampling ------------------------------------------------------------------

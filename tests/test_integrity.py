@@ -14,8 +14,8 @@ from pathlib import Path
 
 import pytest
 
-import pipeline.cache
-from pipeline.cache import MANIFEST, Artifact, Cache
+import pipeline.infra.cache
+from pipeline.infra.cache import MANIFEST, Artifact, Cache
 
 FILES = {"data.bin": bytes(range(256)) * 4, "model/weights.bin": b"w" * 300, "model/cfg": b"{}"}
 
@@ -38,13 +38,13 @@ class Builds:
 def hashed(monkeypatch: pytest.MonkeyPatch) -> list[Path]:
     """Every path ``file_sha256`` reads, in order (the cache calls it by module name)."""
     seen: list[Path] = []
-    real = pipeline.cache.file_sha256
+    real = pipeline.infra.cache.file_sha256
 
     def counting(path: Path) -> str:
         seen.append(Path(path))
         return real(path)
 
-    monkeypatch.setattr(pipeline.cache, "file_sha256", counting)
+    monkeypatch.setattr(pipeline.infra.cache, "file_sha256", counting)
     return seen
 
 

@@ -15,11 +15,11 @@ from pathlib import Path
 
 import pytest
 
-from pipeline import judges, llm_judge
-from pipeline.errors import ConfigError
-from pipeline.judges import Comparison, OfflineJudge, wilson
-from pipeline.llm_judge import JudgeError, OpenAIJudge, parse_label
-from pipeline.rater import SummaryRater
+from pipeline.infra.errors import ConfigError
+from pipeline.scoring import judges, llm_judge
+from pipeline.scoring.judges import Comparison, OfflineJudge, wilson
+from pipeline.scoring.llm_judge import JudgeError, OpenAIJudge, parse_label
+from pipeline.scoring.rater import SummaryRater
 
 # ---- Wilson interval ------------------------------------------------------------------------
 

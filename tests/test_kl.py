@@ -1,4 +1,4 @@
-"""Unit tests for pipeline.kl, checked against the exact KL of two tiny GPT-2
+"""Unit tests for pipeline.math.kl, checked against the exact KL of two tiny GPT-2
 models by enumerating every response of a fixed length."""
 
 from __future__ import annotations
@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 import torch
 
-from pipeline.kl import exact_token_kl, k3_kl, mean_and_se
-from pipeline.models import response_token_logprobs, sequence_logps, small_gpt2
+from pipeline.math.kl import exact_token_kl, k3_kl, mean_and_se
+from pipeline.modeling.models import response_token_logprobs, sequence_logps, small_gpt2
 
 VOCAB = 3
 LENGTH = 3
@@ -225,7 +225,7 @@ def test_kl_to_reference_on_mixed_length_batches_matches_enumeration(models):
 
 
 def test_left_padded_sampling_batch_equals_one_prompt_at_a_time(models):
-    from pipeline.models import sample
+    from pipeline.modeling.models import sample
 
     policy, _ = models
     prompts = [[1], [2, 1, 2], [1, 2], [2]]

@@ -302,7 +302,7 @@ def test_cli_multirun_submits_the_readme_command(tmp_path, fake_submitit, monkey
     """The real entry point: `python -m pipeline -m experiment=sentiment scale=paper
     hydra/launcher=slurm hydra.launcher.partition=gpu` (sliced to 4 points) goes through
     Hydra's sweeper to the SLURM launcher and stops where sbatch would run."""
-    from pipeline.main import main
+    from pipeline.orchestration.main import main
 
     argv = [
         "pipeline",

@@ -1,4 +1,4 @@
-"""Unit tests for pipeline.losses: the DPO / ODPO preference loss."""
+"""Unit tests for pipeline.math.losses: the DPO / ODPO preference loss."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import math
 import pytest
 import torch
 
-from pipeline.losses import LOSSES, USES_OFFSET, preference_loss, preference_terms
+from pipeline.math.losses import LOSSES, USES_OFFSET, preference_loss, preference_terms
 
 
 def _logps(*values: float, dtype: torch.dtype = torch.float64) -> torch.Tensor:
@@ -82,7 +82,7 @@ def test_odpo_with_zero_offset_is_exactly_dpo(dtype):
     assert torch.equal(preference_loss(pc, pr, rc, rr, beta=0.2, offset=0.0), dpo)
     assert torch.equal(preference_loss(pc, pr, rc, rr, beta=0.2, offset=torch.zeros(50)), dpo)
     # alpha = 0 through the offset module (float64 zeros, cast to the loss dtype)
-    from pipeline.offsets import compute_offset
+    from pipeline.math.offsets import compute_offset
 
     scores_w = torch.linspace(1.1, 2.0, 50)
     scores_l = torch.linspace(0.0, 1.0, 50)

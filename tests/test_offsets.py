@@ -1,4 +1,4 @@
-"""Unit tests for pipeline.offsets: the ODPO offset scaling functions."""
+"""Unit tests for pipeline.math.offsets: the ODPO offset scaling functions."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import torch
 from omegaconf import OmegaConf
 
 from pipeline import PROJECT_ROOT
-from pipeline.offsets import OFFSETS, compute_offset
+from pipeline.math.offsets import OFFSETS, compute_offset
 
 # float64 tensors, so the hand values can be checked to 1e-12
 CHOSEN = torch.tensor([2.0, 1.9, 1.7], dtype=torch.float64)

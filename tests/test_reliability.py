@@ -1,7 +1,7 @@
 """Crash safety, determinism, integrity and numerics at scale=micro.
 
 The kill tests use real SIGKILLs: at named points (``PIPELINE_KILL_AT``, see
-pipeline/chaos.py) to hit every stage, and at times drawn from a seed."""
+scripts/chaos.py) to hit every stage, and at times drawn from a seed."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from pipeline import chaos
+from scripts import chaos
 from tests.conftest import ledger, micro_config, run_cli
 
 # One kill point per stage, in pipeline order; each run is killed at the next point,
@@ -190,9 +190,9 @@ def test_interrupted_sweep_resumes_where_it_stopped(tmp_path: Path) -> None:
 def test_scorer_returning_nan_is_an_error_naming_stage_and_row(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from pipeline import scorers
-    from pipeline.errors import DataError
-    from pipeline.main import run_experiment
+    from pipeline.infra.errors import DataError
+    from pipeline.orchestration.main import run_experiment
+    from pipeline.scoring import scorers
 
     class BrokenScorer:
         def prob(self, texts: list[str]) -> np.ndarray:

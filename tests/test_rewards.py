@@ -1,11 +1,11 @@
-"""Unit tests for pipeline.rewards.training_score."""
+"""Unit tests for pipeline.math.rewards.training_score."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from pipeline.rewards import training_score
+from pipeline.math.rewards import training_score
 
 
 @pytest.mark.parametrize(

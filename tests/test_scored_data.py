@@ -1,4 +1,4 @@
-"""Unit tests for pipeline.scored_data: the custom task's scored JSONL reader."""
+"""Unit tests for pipeline.corpora.scored_files: the custom task's scored JSONL reader."""
 
 from __future__ import annotations
 
@@ -8,14 +8,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from pipeline.errors import ConfigError, DataError
-from pipeline.scored_data import (
+from pipeline.corpora.scored_files import (
     ScoredData,
     ragged_pairs,
     read_scored,
     split_groups,
     summary_line,
 )
+from pipeline.infra.errors import ConfigError, DataError
 
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
 FLAT = FIXTURES / "custom_flat.jsonl"

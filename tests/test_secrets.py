@@ -13,7 +13,7 @@ from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
 from pipeline import PROJECT_ROOT
-from pipeline.validate import credential_keys, looks_like_credential
+from pipeline.orchestration.validate import credential_keys, looks_like_credential
 from tests.conftest import ROOT, run_cli, run_in_process
 
 # Folders a run may write to outside the test's own: Hydra's defaults and a stray W&B dir.

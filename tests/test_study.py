@@ -1,4 +1,4 @@
-"""The study "when does ODPO beat DPO?" (pipeline/study.py): the bootstrap interval, the
+"""The study "when does ODPO beat DPO?" (pipeline/report/study.py): the bootstrap interval, the
 per-seed frontier areas on hand-worked tables, the per-setting comparison, reuse on a
 second call, and the study's sweeps composing as `make study` runs them."""
 
@@ -11,8 +11,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from pipeline import PROJECT_ROOT, study
-from pipeline.results import COLUMNS
+from pipeline import PROJECT_ROOT
+from pipeline.report import study
+from pipeline.report.runs import COLUMNS
 
 SFT_REWARD = 0.5
 
@@ -170,7 +171,7 @@ def test_study_sweeps_compose_as_make_study_runs_them() -> None:
     assert runs == 288
     assert {folders[b] for b in ("small", "alpha", "diff")} == {"results/studies/odpo_vs_dpo/small"}
     assert folders["large"] == "results/studies/odpo_vs_dpo/large"
-    from pipeline.models import small_gpt2
+    from pipeline.modeling.models import small_gpt2
 
     def size(layers_width) -> int:
         layers, width = layers_width

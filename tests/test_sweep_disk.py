@@ -19,7 +19,8 @@ from pathlib import Path
 import pytest
 from omegaconf import OmegaConf
 
-from pipeline import disk, results
+from pipeline.orchestration import disk
+from pipeline.report import runs as results
 from tests.conftest import ledger, micro_config, run_cli, run_in_process
 
 SWEEP = ["-m", "loss.beta=0.1,0.5"]
@@ -157,7 +158,7 @@ def test_fresh_table_moves_the_old_one_and_the_summary_says_what_differs(tmp_pat
         "id": old["id"],
         "differing": ["scale.train.lr"],
     }
-    from pipeline.summary import write_summary
+    from pipeline.report.digest import write_summary
 
     summary = write_summary(tmp_path / "results" / "runs.csv", tmp_path / "out.md", "t").read_text()
     assert f"fingerprint `{new['id']}`" in summary and "`scale.train.lr`" in summary

@@ -15,7 +15,7 @@ import pytest
 from omegaconf import OmegaConf
 
 from pipeline import tasks
-from pipeline.rewards import training_score
+from pipeline.math.rewards import training_score
 from pipeline.tasks.toxicity import TASK as TOXICITY
 from tests.conftest import ROOT, run_in_process
 
@@ -27,7 +27,7 @@ FIXTURES = ROOT / "tests" / "fixtures"
 
 def test_no_generic_stage_tests_a_task_name() -> None:
     names = [p.stem for p in (ROOT / "conf" / "task").glob("*.yaml")]
-    generic = [*(ROOT / "pipeline" / "stages").glob("*.py"), ROOT / "pipeline" / "main.py"]
+    generic = [*(ROOT / "pipeline" / "stages").glob("*.py"), *(ROOT / "pipeline" / "orchestration").glob("*.py")]
     for path in generic:
         text = path.read_text()
         for name in names:
@@ -100,7 +100,7 @@ def test_toxicity_evaluation_by_hand() -> None:
 
 
 def test_toxicity_micro_end_to_end(tmp_path: Path) -> None:
-    from pipeline.callbacks import plot_results
+    from pipeline.orchestration.callbacks import plot_results
 
     done = run_in_process(["task=toxicity", "loss=dpo"], tmp_path)
     assert done.returncode == 0, done.stderr[-3000:]
@@ -157,7 +157,7 @@ def test_toxicity_splits_from_a_local_rtp_file(fixture: str) -> None:
 def test_toxicity_splits_from_the_hub_layout(monkeypatch: pytest.MonkeyPatch) -> None:
     import datasets
 
-    from pipeline import toxic_data
+    from pipeline.corpora import real_toxicity_prompts as toxic_data
 
     records = [
         json.loads(line) for line in (FIXTURES / "rtp_layout.jsonl").read_text().splitlines()

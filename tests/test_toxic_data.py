@@ -10,10 +10,15 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from pipeline import toxic_data
-from pipeline.errors import DataError
-from pipeline.toxic_data import ProfanityScorer, hub_prompts, local_prompts, prepare_profanity
-from pipeline.wheels import wheel_member
+from pipeline.corpora import real_toxicity_prompts as toxic_data
+from pipeline.corpora.real_toxicity_prompts import (
+    ProfanityScorer,
+    hub_prompts,
+    local_prompts,
+    prepare_profanity,
+)
+from pipeline.infra.errors import DataError
+from pipeline.infra.wheels import wheel_member
 from tests.conftest import ROOT
 
 FIXTURES = ROOT / "tests" / "fixtures"
@@ -180,7 +185,7 @@ def test_wheel_member_sha_mismatch_deletes(tmp_path: Path) -> None:
 def test_wheel_member_download_failure(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     import subprocess
 
-    from pipeline import wheels
+    from pipeline.infra import wheels
 
     def fake_run(cmd, **kw):
         assert cmd[1:7] == ["-m", "pip", "download", "--no-deps", "-q", "tinypkg==0.1"]

@@ -9,8 +9,8 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from pipeline.cache import stable_hash
-from pipeline.main import wandb_id
+from pipeline.infra.cache import stable_hash
+from pipeline.orchestration.main import wandb_id
 from tests.conftest import micro_config, run_cli
 
 
@@ -84,8 +84,8 @@ def fake_wandb(monkeypatch: pytest.MonkeyPatch) -> list[dict]:
 def test_fake_init_receives_the_run_id_group_name_and_tags(
     tmp_path: Path, fake_wandb: list[dict]
 ) -> None:
-    from pipeline import plan
-    from pipeline.main import run_experiment
+    from pipeline.orchestration import graph as plan
+    from pipeline.orchestration.main import run_experiment
 
     cfg = micro_config(tmp_path, "loss.beta=0.5", "seed=1", wandb="offline")
     run_experiment(cfg)
@@ -110,8 +110,8 @@ def test_fake_init_receives_the_run_id_group_name_and_tags(
 
 
 def test_wandb_finish_runs_when_training_fails(tmp_path: Path, fake_wandb: list[dict]) -> None:
-    from pipeline.errors import PipelineError
-    from pipeline.main import run_experiment
+    from pipeline.infra.errors import PipelineError
+    from pipeline.orchestration.main import run_experiment
 
     # A learning rate of 1e30 diverges at step 1.
     cfg = micro_config(tmp_path, "scale.train.lr=1e30", wandb="offline")

@@ -8,10 +8,11 @@ from pathlib import Path
 import numpy as np
 from omegaconf import DictConfig
 
-from pipeline import scorers, tasks
-from pipeline.cache import Artifact, Cache
-from pipeline.errors import DataError
-from pipeline.io import read_jsonl
+from pipeline import tasks
+from pipeline.infra.cache import Artifact, Cache
+from pipeline.infra.errors import DataError
+from pipeline.infra.io import read_jsonl
+from pipeline.scoring import scorers
 
 # Bump when this stage's output changes for the same config (part of its cache key).
 VERSION = 1

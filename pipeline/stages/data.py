@@ -9,8 +9,8 @@ from pathlib import Path
 from omegaconf import DictConfig, OmegaConf
 
 from pipeline import tasks
-from pipeline.cache import Artifact, Cache, file_sha256
-from pipeline.io import write_jsonl
+from pipeline.infra.cache import Artifact, Cache, file_sha256
+from pipeline.infra.io import write_jsonl
 
 # Bump when this stage's output changes for the same config (part of its cache key).
 VERSION = 1

@@ -18,7 +18,7 @@ The columns (each with ``<name>_se``, the standard error over evaluation prompts
 - ``kl_with_prompt`` (``authors``, or ``eval.kl_with_prompt=true``): k3 with rho summed
   over prompt tokens too, as the authors' code did. With c = log pi_SFT(x) - log pi(x),
   its expectation is KL(y|x) + E[exp(c) - 1 - c]: biased upward when the policy moved on
-  the prompt (``pipeline.kl``).
+  the prompt (``pipeline.math.kl``).
 """
 
 from __future__ import annotations
@@ -30,10 +30,13 @@ import numpy as np
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from pipeline import kl, models, scorers, tasks
-from pipeline import precision as precisions
-from pipeline.cache import Artifact, Cache, atomic_write_json
-from pipeline.io import read_jsonl
+from pipeline import tasks
+from pipeline.infra.cache import Artifact, Cache, atomic_write_json
+from pipeline.infra.io import read_jsonl
+from pipeline.math import kl
+from pipeline.modeling import models
+from pipeline.modeling import precision as precisions
+from pipeline.scoring import scorers
 from pipeline.stages import sample
 from pipeline.stages.score import checked_probabilities
 
@@ -50,7 +53,7 @@ def kl_to_reference(
     """Per-sample KL estimates, each shape (n,): ``kl`` (k3 over response tokens),
     ``kl_exact`` (exact per-position KL over response tokens) and ``kl_with_prompt``
     (k3 over prompt and response tokens, the authors' sum: biased upward by
-    E[exp(c) - 1 - c] when the policy moved on the prompt, see ``pipeline.kl``)."""
+    E[exp(c) - 1 - c] when the policy moved on the prompt, see ``pipeline.math.kl``)."""
     out: dict[str, list] = {"kl": [], "kl_exact": [], "kl_with_prompt": []}
     for i in range(0, len(prompts), batch_size):
         pr, rs = prompts[i : i + batch_size], responses[i : i + batch_size]

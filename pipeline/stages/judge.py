@@ -1,6 +1,6 @@
 """Stage 9, judge (a judged task: task=summarize): a model's summary of each held-out prompt
 at each sampling temperature (``task.temperatures``; 0 is greedy), compared by the judge
-(``judge=offline|openai``, ``pipeline.judges``) with the human-written summary of the same
+(``judge=offline|openai``, ``pipeline.scoring.judges``) with the human-written summary of the same
 document. Writes ``win_rates.json`` (per temperature: wins, n, the win rate with its Wilson
 95% interval, unparseable answers, ties, calls, cache hits, retries) and
 ``judgements.jsonl`` (every comparison). The SFT model and every trained policy are judged
@@ -17,10 +17,11 @@ from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
 
-from pipeline import judges, tasks
-from pipeline import precision as precisions
-from pipeline.cache import Artifact, Cache, atomic_write_json
-from pipeline.io import read_jsonl, write_jsonl
+from pipeline import tasks
+from pipeline.infra.cache import Artifact, Cache, atomic_write_json
+from pipeline.infra.io import read_jsonl, write_jsonl
+from pipeline.modeling import precision as precisions
+from pipeline.scoring import judges
 from pipeline.stages import sample
 
 # Bump when this stage's output changes for the same config (part of its cache key).

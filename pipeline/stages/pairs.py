@@ -6,11 +6,11 @@ from pathlib import Path
 
 from omegaconf import DictConfig
 
-from pipeline import pairs as pairs_lib
 from pipeline import tasks
-from pipeline.cache import Artifact, Cache
-from pipeline.errors import ConfigError
-from pipeline.io import load_arrays, save_arrays
+from pipeline.infra.cache import Artifact, Cache
+from pipeline.infra.errors import ConfigError
+from pipeline.infra.io import load_arrays, save_arrays
+from pipeline.math import pairing as pairs_lib
 from pipeline.stages import score
 
 # Bump when this stage's output changes for the same config (part of its cache key).

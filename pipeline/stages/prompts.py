@@ -9,8 +9,8 @@ from pathlib import Path
 from omegaconf import DictConfig
 
 from pipeline import tasks
-from pipeline.cache import Artifact, Cache
-from pipeline.io import read_jsonl, write_jsonl
+from pipeline.infra.cache import Artifact, Cache
+from pipeline.infra.io import read_jsonl, write_jsonl
 
 # Bump when this stage's output changes for the same config (part of its cache key).
 VERSION = 2

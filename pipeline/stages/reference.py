@@ -10,10 +10,10 @@ import torch
 from omegaconf import DictConfig
 from tqdm.auto import tqdm
 
-from pipeline import models
-from pipeline import precision as precisions
-from pipeline.cache import Artifact, Cache
-from pipeline.io import load_arrays, save_arrays
+from pipeline.infra.cache import Artifact, Cache
+from pipeline.infra.io import load_arrays, save_arrays
+from pipeline.modeling import models
+from pipeline.modeling import precision as precisions
 from pipeline.stages import sample
 
 

@@ -14,11 +14,12 @@ from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
 
-from pipeline import models, tasks
-from pipeline import precision as precisions
-from pipeline.cache import Artifact, Cache, atomic_write_json
-from pipeline.io import read_jsonl
-from pipeline.seeding import set_seed
+from pipeline import tasks
+from pipeline.infra.cache import Artifact, Cache, atomic_write_json
+from pipeline.infra.io import read_jsonl
+from pipeline.modeling import models
+from pipeline.modeling import precision as precisions
+from pipeline.modeling.seeding import set_seed
 
 # Bump when this stage's output changes for the same config (part of its cache key).
 VERSION = 1

@@ -10,11 +10,12 @@ from pathlib import Path
 import numpy as np
 from omegaconf import DictConfig
 
-from pipeline import scorers, tasks
-from pipeline.cache import Artifact, Cache
-from pipeline.errors import DataError
-from pipeline.io import load_arrays, read_jsonl, save_arrays
-from pipeline.rewards import first_non_probability, training_score
+from pipeline import tasks
+from pipeline.infra.cache import Artifact, Cache
+from pipeline.infra.errors import DataError
+from pipeline.infra.io import load_arrays, read_jsonl, save_arrays
+from pipeline.math.rewards import first_non_probability, training_score
+from pipeline.scoring import scorers
 from pipeline.stages import sample
 
 # Bump when this stage's output changes for the same config (part of its cache key).

@@ -16,13 +16,14 @@ from omegaconf import DictConfig, OmegaConf
 from tqdm.auto import tqdm
 from transformers import get_cosine_schedule_with_warmup
 
-from pipeline import models, tasks
-from pipeline import precision as precisions
-from pipeline.cache import Artifact, Cache
-from pipeline.checkpoint import Checkpointer, loop_state, restore_loop
-from pipeline.hub import require_model
-from pipeline.io import read_jsonl
-from pipeline.seeding import set_seed
+from pipeline import tasks
+from pipeline.infra.cache import Artifact, Cache
+from pipeline.infra.hub import require_model
+from pipeline.infra.io import read_jsonl
+from pipeline.modeling import models
+from pipeline.modeling import precision as precisions
+from pipeline.modeling.checkpoint import Checkpointer, loop_state, restore_loop
+from pipeline.modeling.seeding import set_seed
 
 # Bump when this stage's output changes for the same config (part of its cache key).
 VERSION = 1

@@ -12,16 +12,16 @@ from omegaconf import DictConfig, OmegaConf
 from tqdm.auto import tqdm
 from transformers import get_constant_schedule_with_warmup
 
-from pipeline import distributed, models
-from pipeline import precision as precisions
-from pipeline.cache import Artifact, Cache
-from pipeline.checkpoint import Checkpointer, PrefixStore, loop_state, restore_loop
-from pipeline.errors import ConfigError, PipelineError
-from pipeline.logger import CSVLog, RunLogger
-from pipeline.losses import LOSSES, USES_OFFSET
-from pipeline.offsets import compute_offset
-from pipeline.optim import compiled_step, make_optimizer
-from pipeline.seeding import set_seed
+from pipeline.infra.cache import Artifact, Cache
+from pipeline.infra.errors import ConfigError, PipelineError
+from pipeline.infra.logger import CSVLog, RunLogger
+from pipeline.math.losses import LOSSES, USES_OFFSET
+from pipeline.math.offsets import compute_offset
+from pipeline.modeling import distributed, models
+from pipeline.modeling import precision as precisions
+from pipeline.modeling.checkpoint import Checkpointer, PrefixStore, loop_state, restore_loop
+from pipeline.modeling.optim import compiled_step, make_optimizer
+from pipeline.modeling.seeding import set_seed
 from pipeline.stages import pairs as pairs_stage
 from pipeline.stages import reference, sample
 
@@ -207,7 +207,7 @@ def train_pairs(
 
     With a ``group`` (a distributed launch) the policy is sharded over its ranks (FSDP)
     and each rank takes its share of every batch; the loss, gradient, clipping norm and
-    logged metrics are those of the whole batch (``pipeline.distributed``)."""
+    logged metrics are those of the whole batch (``pipeline.modeling.distributed``)."""
     train_cfg = cfg.scale.train
     loss_fn = LOSSES[cfg.loss.name]
     n = len(p["prompt"])

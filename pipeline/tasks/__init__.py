@@ -9,7 +9,7 @@ from pathlib import Path
 
 from omegaconf import DictConfig
 
-from pipeline.errors import ConfigError
+from pipeline.infra.errors import ConfigError
 from pipeline.tasks.base import Task
 
 HERE = Path(__file__).resolve().parent

@@ -14,9 +14,9 @@ from pathlib import Path
 import numpy as np
 from omegaconf import DictConfig
 
-from pipeline.checks import at_most, choice, data_file, get, hub_or_local, number
-from pipeline.errors import DataError
-from pipeline.hub import require_dataset
+from pipeline.infra.checks import at_most, choice, data_file, get, hub_or_local, number
+from pipeline.infra.errors import DataError
+from pipeline.infra.hub import require_dataset
 
 
 class Task:

@@ -1,7 +1,7 @@
 """Your own scored data as a task: ``python -m pipeline task=custom data.path=<file.jsonl>``.
 
 The file holds prompts with responses and a score for each (grouped or flat rows, see
-``pipeline.scored_data``). A fixed, seeded share of the prompts is held out; the rest are
+``pipeline.corpora.scored_files``). A fixed, seeded share of the prompts is held out; the rest are
 the training groups: every pair of their responses with different scores is a candidate
 pair (ties form none), and the scores are the training scores (the offsets' input).
 Nothing is sampled for training. The SFT model is ``scale.model.pretrained`` when given,
@@ -21,10 +21,11 @@ from pathlib import Path
 import numpy as np
 from omegaconf import DictConfig
 
-from pipeline import models, scored_data
-from pipeline.checks import at_most, data_file, get, number
-from pipeline.errors import ConfigError, DataError
-from pipeline.losses import USES_OFFSET
+from pipeline.corpora import scored_files as scored_data
+from pipeline.infra.checks import at_most, data_file, get, number
+from pipeline.infra.errors import ConfigError, DataError
+from pipeline.math.losses import USES_OFFSET
+from pipeline.modeling import models
 from pipeline.stages.sample import make_prompts
 from pipeline.tasks.base import Task
 

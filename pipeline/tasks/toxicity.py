@@ -17,9 +17,9 @@ from pathlib import Path
 import numpy as np
 from omegaconf import DictConfig
 
-from pipeline import toxic_data
-from pipeline.checks import number
-from pipeline.errors import DataError
+from pipeline.corpora import real_toxicity_prompts as toxic_data
+from pipeline.infra.checks import number
+from pipeline.infra.errors import DataError
 from pipeline.tasks.base import Task, heldout_split
 
 

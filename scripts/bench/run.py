@@ -1,0 +1,166 @@
+"""The benchmark driver: what each bench scale measures, the command line, the sections
+run (``sections.py``), the report files."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from dataclasses import asdict
+from pathlib import Path
+
+from pipeline import PROJECT_ROOT
+from scripts.bench import child, machine, report
+from scripts.bench.sections import Bench
+from scripts.bench.synthetic import DataSpec, ModelSpec
+
+SECTIONS = ("trl", "sweep", "sampling", "runs", "optimizer", "memory", "gpu")
+
+
+def plans() -> dict[str, dict]:
+    """What each bench scale measures. ``full`` is ``make bench`` (about 15 minutes on
+    the project's 2-core CPU); ``micro`` shrinks every piece for the tests."""
+    return {
+        "full": {
+            "name": "full",
+            "scale": "embedded",  # the pipeline config whose training settings both sides use
+            "sizes": {
+                "embedded": ModelSpec("embedded", 1024, 2, 96, 4, 64),
+                "20M": ModelSpec("20M", 50257, 6, 384, 6, 64),
+            },
+            "data": DataSpec(n_prompts=800, n_samples=6, prompt_tokens=4, max_new_tokens=24),
+            "steps": {"embedded": 60, "20M": 5},
+            "warmup_steps": {"embedded": 5, "20M": 1},
+            "equality_steps": {"embedded": 5, "20M": 3},
+            "profile_steps": {"embedded": 40, "20M": 3},
+            "repeats": 3,
+            "run_pairs": [5000, 7500, 10000],
+            "sequential_rows": 96,
+            "sft_steps": 20,
+            "eval_prompts": 256,
+            "optimizer_steps": 12,
+        },
+        "micro": {
+            "name": "micro",
+            "scale": "micro",
+            "sizes": {
+                "embedded": ModelSpec("embedded (micro)", 128, 1, 16, 2, 32),
+                "20M": ModelSpec("20M (micro)", 512, 1, 32, 2, 32),
+            },
+            "data": DataSpec(n_prompts=30, n_samples=4, prompt_tokens=3, max_new_tokens=8),
+            "steps": {"embedded": 2, "20M": 2},
+            "warmup_steps": {"embedded": 1, "20M": 1},
+            "equality_steps": {"embedded": 2, "20M": 2},
+            "profile_steps": {"embedded": 2, "20M": 2},
+            "repeats": 3,
+            "run_pairs": [32, 48, 64],
+            "sequential_rows": 8,
+            "sft_steps": 2,
+            "eval_prompts": 16,
+            "optimizer_steps": 4,
+        },
+    }
+
+
+def parse(argv: list[str] | None) -> argparse.Namespace:
+    import scripts.bench
+
+    ap = argparse.ArgumentParser(
+        prog="python -m scripts.bench",
+        description=scripts.bench.__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    ap.add_argument("--scale", choices=("full", "micro"), default="full")
+    ap.add_argument("--out", default=str(PROJECT_ROOT / "results" / "bench"))
+    ap.add_argument(
+        "--threads", type=int, default=None, help="torch threads (default: 2; micro: 1)"
+    )
+    ap.add_argument(
+        "--only", default=",".join(SECTIONS), help=f"comma list of {','.join(SECTIONS)}"
+    )
+    ap.add_argument("--sizes", default="embedded,20M", help="model sizes for the TRL comparison")
+    default_ledger = PROJECT_ROOT / ".cache" / "pipeline" / "ledger.jsonl"
+    ap.add_argument(
+        "--ledger", default=str(default_ledger), help="ledger.jsonl to compare ('' for none)"
+    )
+    ap.add_argument(
+        "--gpu-json",
+        default=None,
+        help="GPU figures from scripts/gpu_check.py (default OUT/gpu.json)",
+    )
+    ap.add_argument(
+        "--inline", action="store_true", help="run every piece in this process (no memory figures)"
+    )
+    ap.add_argument(
+        "--profile",
+        action="store_true",
+        help="also profile ours and TRL (pyinstrument) into OUT/profile-*.txt (not timed)",
+    )
+    ap.add_argument("--python", default=sys.executable, help="interpreter for the child processes")
+    return ap.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> dict:
+    args = parse(argv)
+    plan = plans()[args.scale]
+    sizes = [s.strip() for s in args.sizes.split(",") if s.strip()]
+    if not sizes or set(sizes) - set(plan["sizes"]):
+        raise SystemExit(f"--sizes: choose from {sorted(plan['sizes'])}")
+    plan["compare"] = sizes
+    only = [s.strip() for s in args.only.split(",") if s.strip()]
+    unknown = set(only) - set(SECTIONS)
+    if unknown:
+        raise SystemExit(f"unknown section(s) {sorted(unknown)}; choose from {SECTIONS}")
+    threads = args.threads or (1 if args.scale == "micro" else 2)
+    out_dir = Path(args.out)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    child.quiet_env()
+    start = time.perf_counter()
+    bench = Bench(
+        plan, threads, not args.inline, args.python, out_dir.resolve() if args.profile else None
+    )
+    result = {"machine": machine.machine(threads), "plan": _jsonable(plan), "sections": {}}
+    sections = result["sections"]
+    if "trl" in only:
+        sections["trl"] = bench.trl()
+    if "sweep" in only:
+        sections["sweep"] = bench.sweep(args.ledger or None)
+    if "sampling" in only:
+        sections["sampling"] = bench.sampling()
+    if "runs" in only:
+        sections["runs"] = bench.runs()
+    if "optimizer" in only:
+        sections["optimizer"] = bench.optimizer()
+    if "memory" in only:
+        sections["memory"] = bench.memory_section()
+    if "gpu" in only:
+        sections["gpu"] = bench.gpu(Path(args.gpu_json) if args.gpu_json else out_dir / "gpu.json")
+    result["seconds"] = time.perf_counter() - start
+    result["load_averages"] = bench.loads
+    (out_dir / "report.json").write_text(json.dumps(result, indent=2, default=str) + "\n")
+    (out_dir / "report.md").write_text(report.render(result))
+    print(
+        f"[bench] wrote {out_dir / 'report.md'} and report.json in {result['seconds']:.0f} s",
+        file=sys.stderr,
+    )
+    return result
+
+
+def _jsonable(plan: dict) -> dict:
+    out = {}
+    for k, v in plan.items():
+        if isinstance(v, dict):
+            out[k] = {
+                kk: asdict(vv) if hasattr(vv, "__dataclass_fields__") else vv
+                for kk, vv in v.items()
+            }
+        elif hasattr(v, "__dataclass_fields__"):
+            out[k] = asdict(v)
+        else:
+            out[k] = v
+    return out
+
+
+if __name__ == "__main__":
+    main()
