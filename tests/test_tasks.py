@@ -27,7 +27,10 @@ FIXTURES = ROOT / "tests" / "fixtures"
 
 def test_no_generic_stage_tests_a_task_name() -> None:
     names = [p.stem for p in (ROOT / "conf" / "task").glob("*.yaml")]
-    generic = [*(ROOT / "pipeline" / "stages").glob("*.py"), *(ROOT / "pipeline" / "orchestration").glob("*.py")]
+    generic = [
+        *(ROOT / "pipeline" / "stages").glob("*.py"),
+        *(ROOT / "pipeline" / "orchestration").glob("*.py"),
+    ]
     for path in generic:
         text = path.read_text()
         for name in names:

@@ -76,6 +76,42 @@ def preference_terms(
     )
 
 
+@dataclass(frozen=True)
+class Loss:
+    """A registered preference loss: the function and whether it takes an offset.
+
+    ``fn(policy_chosen, policy_rejected, ref_chosen, ref_rejected, beta=, offset=)`` returns
+    a :class:`PreferenceOutput`; ``uses_offset`` says whether ``alpha`` and the scaling
+    function (``conf/offset``) apply to it. This is the one place that says so: the run
+    name, the validation, the training and every report read it from here."""
+
+    name: str
+    fn: Callable[..., PreferenceOutput]
+    uses_offset: bool
+
+    def __call__(self, *logps: torch.Tensor, beta: float, offset=None) -> PreferenceOutput:
+        return self.fn(*logps, beta=beta, offset=offset)
+
+
+# name -> Loss. A new loss is one function decorated with ``@register`` and one
+# ``conf/loss/<name>.yaml``; nothing else names it.
+LOSSES: dict[str, Loss] = {}
+
+
+def register(name: str, *, uses_offset: bool) -> Callable:
+    def add(fn: Callable[..., PreferenceOutput]) -> Callable[..., PreferenceOutput]:
+        LOSSES[name] = Loss(name, fn, uses_offset)
+        return fn
+
+    return add
+
+
+def uses_offset(name: str) -> bool:
+    """Whether the loss ``name`` takes an offset (alpha and a scaling function)."""
+    return LOSSES[name].uses_offset
+
+
+@register("dpo", uses_offset=False)
 def dpo_loss(
     *logps: torch.Tensor, beta: float, offset: torch.Tensor | None = None
 ) -> PreferenceOutput:
@@ -83,15 +119,9 @@ def dpo_loss(
     return preference_terms(*logps, beta=beta, offset=None)
 
 
+@register("odpo", uses_offset=True)
 def odpo_loss(
     *logps: torch.Tensor, beta: float, offset: torch.Tensor | None = None
 ) -> PreferenceOutput:
     """ODPO: the pair must be separated by at least ``offset`` in implicit reward."""
     return preference_terms(*logps, beta=beta, offset=offset)
-
-
-# name -> function(policy_chosen, policy_rejected, ref_chosen, ref_rejected, beta=, offset=)
-LOSSES: dict[str, Callable[..., PreferenceOutput]] = {"dpo": dpo_loss, "odpo": odpo_loss}
-
-# Losses that use an offset (and therefore alpha and a scaling function).
-USES_OFFSET = {"odpo"}

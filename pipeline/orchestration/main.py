@@ -16,7 +16,7 @@ from pipeline.infra.cache import Cache, stable_hash
 from pipeline.infra.errors import PipelineError
 from pipeline.infra.hub import set_offline
 from pipeline.infra.logger import RunLogger, read_csv_log
-from pipeline.math.losses import USES_OFFSET
+from pipeline.math.losses import uses_offset
 from pipeline.modeling import distributed
 from pipeline.modeling.seeding import configure_threads
 from pipeline.orchestration import disk
@@ -40,7 +40,7 @@ from pipeline.stages import (
 
 def run_name(cfg: DictConfig) -> str:
     parts = [cfg.loss.name, f"b{cfg.loss.beta:g}"]
-    if cfg.loss.name in USES_OFFSET:
+    if uses_offset(cfg.loss.name):
         parts += [f"a{cfg.loss.alpha:g}", cfg.offset.name]
     return "-".join(parts + [f"n{cfg.n_pairs}", f"s{cfg.seed}"])
 

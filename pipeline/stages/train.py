@@ -15,7 +15,7 @@ from transformers import get_constant_schedule_with_warmup
 from pipeline.infra.cache import Artifact, Cache
 from pipeline.infra.errors import ConfigError, PipelineError
 from pipeline.infra.logger import CSVLog, RunLogger
-from pipeline.math.losses import LOSSES, USES_OFFSET
+from pipeline.math.losses import LOSSES, uses_offset
 from pipeline.math.offsets import compute_offset
 from pipeline.modeling import distributed, models
 from pipeline.modeling import precision as precisions
@@ -43,14 +43,14 @@ def loss_identity(cfg: DictConfig) -> dict:
     """What defines the objective. DPO ignores alpha and the offset function, so
     they are left out of its key: DPO runs are shared across offset sweeps."""
     ident = {"loss": cfg.loss.name, "beta": float(cfg.loss.beta)}
-    if cfg.loss.name in USES_OFFSET:
+    if uses_offset(cfg.loss.name):
         ident.update(alpha=float(cfg.loss.alpha), offset=cfg.offset.name)
     return ident
 
 
 def pair_offsets(cfg: DictConfig, pairs: dict) -> torch.Tensor | None:
     """alpha * f(score_w, score_l) per pair, or None for losses without an offset."""
-    if cfg.loss.name not in USES_OFFSET:
+    if not uses_offset(cfg.loss.name):
         return None
     try:
         offsets = compute_offset(

@@ -24,7 +24,7 @@ from omegaconf import DictConfig
 from pipeline.corpora import scored_files as scored_data
 from pipeline.infra.checks import at_most, data_file, get, number
 from pipeline.infra.errors import ConfigError, DataError
-from pipeline.math.losses import USES_OFFSET
+from pipeline.math.losses import uses_offset
 from pipeline.modeling import models
 from pipeline.stages.sample import make_prompts
 from pipeline.tasks.base import Task
@@ -62,7 +62,7 @@ class Custom(Task):
                     f"scores (each needs 2 responses scored differently); {hint} "
                     "data.heldout_fraction or add responses"
                 )
-        if cfg.loss.name in USES_OFFSET and cfg.offset.name == "log_ratio":
+        if uses_offset(cfg.loss.name) and cfg.offset.name == "log_ratio":
             for i in train:
                 group = data.groups[i]
                 for score, line in zip(group.scores, group.lines, strict=True):
