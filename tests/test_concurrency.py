@@ -14,7 +14,7 @@ from pathlib import Path
 import matplotlib.image as mpimg
 import pytest
 
-from pipeline.orchestration.callbacks import outputs_for, plot_results, read_spec
+from pipeline.report.figures import outputs_for, plot_results, read_spec
 from pipeline.report.runs import read
 from tests.conftest import ledger, run_cli
 

@@ -96,7 +96,7 @@ def test_custom_runs_end_to_end_with_independent_counts(tmp_path: Path, fixture:
     assert sft["pair_accuracy"] == 0.5 and sft["margin"] == 0  # the SFT model ties itself
     assert 0 <= run["pair_accuracy"] <= 1 and sft["kl"] == 0 and run["kl"] >= 0
     assert np.isnan(run["reward"])  # no scorer named
-    from pipeline.orchestration.callbacks import plot_results
+    from pipeline.report.figures import plot_results
 
     spec = {"kind": "reward_vs_kl", "title": "mine", "task": "custom"}
     plot_results(tmp_path / "results", tmp_path / "cache", spec)

@@ -34,9 +34,9 @@ from pipeline.infra.errors import ConfigError
 from pipeline.modeling import distributed, fsdp, models
 from pipeline.modeling.checkpoint import restore_loop
 from pipeline.modeling.optim import make_optimizer
+from pipeline.orchestration import fingerprint as fingerprints
 from pipeline.orchestration import graph as plan
 from pipeline.orchestration.validate import validate
-from pipeline.report import runs as results
 from scripts import chaos
 from tests.conftest import ROOT, ledger, micro_config, run_in_process
 
@@ -154,7 +154,7 @@ def test_each_rank_gets_its_share_and_the_same_number_of_rows(world: int, n: int
 def test_the_distributed_setting_changes_no_key_and_no_table(tmp_path: Path) -> None:
     one, fsdp = micro_config(tmp_path), micro_config(tmp_path, "distributed=fsdp")
     assert plan.stage_keys(fsdp) == plan.stage_keys(one)
-    assert results.fingerprint(fsdp) == results.fingerprint(one)
+    assert fingerprints.fingerprint(fsdp) == fingerprints.fingerprint(one)
 
 
 def test_a_launch_and_the_setting_must_agree(tmp_path: Path, monkeypatch) -> None:

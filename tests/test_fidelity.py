@@ -13,10 +13,10 @@ from omegaconf import OmegaConf
 
 from pipeline.infra.errors import ConfigError
 from pipeline.modeling import models
+from pipeline.orchestration import fingerprint as fingerprints
 from pipeline.orchestration import graph as plan
-from pipeline.orchestration.callbacks import plot_results
 from pipeline.orchestration.validate import validate
-from pipeline.report import runs as results
+from pipeline.report.figures import plot_results
 from pipeline.stages import evaluate, train
 from tests.conftest import micro_config, run_in_process
 
@@ -80,13 +80,13 @@ def test_default_protocol_keeps_every_key_and_the_fingerprint(tmp_path: Path) ->
     del without["scale"]["train"]["warmup_fraction"]
     old = OmegaConf.create(without)
     assert plan.stage_keys(base) == plan.stage_keys(old)
-    assert results.fingerprint(base)["id"] == results.fingerprint(old)["id"]
+    assert fingerprints.fingerprint(base)["id"] == fingerprints.fingerprint(old)["id"]
     for override in ("eval.protocol=authors", "eval.kl_with_prompt=true"):
         other = micro_config(tmp_path, override)
         keys, base_keys = plan.stage_keys(other), plan.stage_keys(base)
         assert keys["evaluate"] != base_keys["evaluate"], override
         assert keys["train"] == base_keys["train"], override  # evaluation only
-        assert results.fingerprint(other)["id"] != results.fingerprint(base)["id"]
+        assert fingerprints.fingerprint(other)["id"] != fingerprints.fingerprint(base)["id"]
 
 
 def test_authors_protocol_end_to_end(tmp_path: Path, monkeypatch) -> None:

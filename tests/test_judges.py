@@ -16,10 +16,12 @@ from pathlib import Path
 import pytest
 
 from pipeline.infra.errors import ConfigError
+from pipeline.math.stats import wilson
 from pipeline.scoring import judges, llm_judge
-from pipeline.scoring.judges import Comparison, OfflineJudge, wilson
+from pipeline.scoring.judges import OfflineJudge
 from pipeline.scoring.llm_judge import JudgeError, OpenAIJudge, parse_label
 from pipeline.scoring.rater import SummaryRater
+from pipeline.scoring.verdicts import Comparison
 
 # ---- Wilson interval ------------------------------------------------------------------------
 

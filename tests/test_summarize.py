@@ -16,8 +16,8 @@ import pytest
 
 from pipeline import PROJECT_ROOT
 from pipeline.corpora import tldr as summary_data
-from pipeline.orchestration.callbacks import plot_results
 from pipeline.report import winrates
+from pipeline.report.figures import plot_results
 from pipeline.tasks.summarize import TASK
 from tests.conftest import ledger, run_in_process
 from tests.test_judges import FakeEndpoint, endpoint  # noqa: F401 - the fixture

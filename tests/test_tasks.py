@@ -103,7 +103,7 @@ def test_toxicity_evaluation_by_hand() -> None:
 
 
 def test_toxicity_micro_end_to_end(tmp_path: Path) -> None:
-    from pipeline.orchestration.callbacks import plot_results
+    from pipeline.report.figures import plot_results
 
     done = run_in_process(["task=toxicity", "loss=dpo"], tmp_path)
     assert done.returncode == 0, done.stderr[-3000:]

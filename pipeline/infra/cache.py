@@ -16,7 +16,6 @@ unchanged and re-hashes only the others, so reusing a multi-GB model costs a few
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import json
 import os
 import shutil
@@ -26,38 +25,19 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from stat import S_ISREG
 from typing import Any, Protocol
 
 from filelock import FileLock
 
 from pipeline.infra import faults
+from pipeline.infra.atomic import atomic_write_json, file_sha256, file_stat, stable_hash
 
-MANIFEST = "manifest.json"
+# Re-exported: pipeline.report imports it from here.
+from pipeline.infra.atomic import atomic_write_text as atomic_write_text
+from pipeline.infra.manifest import MANIFEST, forget_listed
+
 CONFIG = "config.json"
 VERIFY_MODES = ("fast", "full")
-
-
-def stable_hash(obj: Any) -> str:
-    """sha256 of a canonical JSON encoding (sorted keys)."""
-    text = json.dumps(obj, sort_keys=True, separators=(",", ":"), default=str)
-    return hashlib.sha256(text.encode()).hexdigest()
-
-
-def file_sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
-def file_stat(path: Path) -> list[int]:
-    """``[size_bytes, mtime_ns]`` of a regular file, as the manifest records it."""
-    st = os.stat(path)
-    if not S_ISREG(st.st_mode):
-        raise IsADirectoryError(f"not a regular file: {path}")
-    return [st.st_size, st.st_mtime_ns]
 
 
 def digests_and_stats(directory: Path) -> tuple[dict[str, str], dict[str, list[int]]]:
@@ -72,22 +52,6 @@ def digests_and_stats(directory: Path) -> tuple[dict[str, str], dict[str, list[i
             stats[name] = file_stat(p)
             files[name] = file_sha256(p)
     return files, stats
-
-
-def atomic_write_text(path: Path, text: str) -> None:
-    """Write via a temporary file in the same directory, then rename."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
-    with open(tmp, "w") as f:
-        f.write(text)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-
-
-def atomic_write_json(path: Path, obj: Any) -> None:
-    atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=True, default=str) + "\n")
 
 
 @dataclass(frozen=True)
@@ -299,21 +263,7 @@ class Cache:
         only what remains and ``note`` is merged into its info, so that readers can tell
         why the files are gone. Forgetting files that are already gone does nothing.
         """
-        path = artifact.path
-        names = [_relative(n) for n in names]
-        with FileLock(str(path) + ".lock"):
-            manifest = path / MANIFEST
-            data = json.loads(manifest.read_text())
-            for name in [n for n in data["files"] if _matches(n, names)]:
-                del data["files"][name]
-                data.get("stat", {}).pop(name, None)
-            data["info"] = {**data.get("info", {}), **note}
-            # Manifest first: killed before the deletions, the directory still verifies
-            # (files it does not list are ignored) and calling again deletes them.
-            atomic_write_json(manifest, data)
-            for name in names:
-                _delete(path, name)
-        return replace(artifact, info=data["info"])
+        return replace(artifact, info=forget_listed(artifact.path, names, note))
 
     def discard(self, artifact: Artifact) -> None:
         """Remove a published artifact so that the next ``stage()`` call builds it again
@@ -333,30 +283,3 @@ class Cache:
         # One short write in append mode is atomic enough for concurrent writers on a local disk.
         with open(self.ledger_path, "a") as f:
             f.write(line + "\n")
-
-
-def _relative(name: str) -> str:
-    """``name`` as the manifest spells it (``"./model/"`` -> ``"model"``); refuses a name
-    that would reach outside the artifact, name the artifact itself or its manifest."""
-    path = Path(name)
-    if path.is_absolute() or not path.parts or ".." in path.parts or path.parts == (MANIFEST,):
-        raise ValueError(f"cannot forget {name!r}: not a file or folder inside the artifact")
-    return path.as_posix()
-
-
-def _matches(listed: str, names: list[str]) -> bool:
-    """Is the manifest entry ``listed`` one of ``names`` or inside a folder among them?"""
-    return any(listed == n or listed.startswith(n + "/") for n in names)
-
-
-def _delete(root: Path, name: str) -> None:
-    """Remove ``root/name`` (a file or a whole folder), then any folders it leaves empty."""
-    target = root / name
-    if target.is_dir() and not target.is_symlink():
-        shutil.rmtree(target)
-    elif target.exists() or target.is_symlink():
-        target.unlink()
-    parent = target.parent
-    while parent != root and parent.is_dir() and not any(parent.iterdir()):
-        parent.rmdir()
-        parent = parent.parent

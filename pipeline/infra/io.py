@@ -9,7 +9,7 @@ from typing import Any
 
 import numpy as np
 
-from pipeline.infra.cache import atomic_write_text
+from pipeline.infra.atomic import atomic_write_text
 from pipeline.infra.errors import DataError
 
 

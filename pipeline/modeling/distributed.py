@@ -19,9 +19,10 @@ the same order; only training is shared:
   trained model;
 - rank 0 evaluates and records the run; the others return once training is published.
 
-One process (no launcher) never touches this module beyond ``group(cfg)`` returning
-None: nothing changes for it, and no cache key depends on the ``distributed`` setting
-(``plan.RUNTIME_KEYS``). The loss each rank back-propagates is its pairs' share of the
+One process (no launcher) gets None from ``group(cfg)`` and trains in ``OneProcess``,
+the group of one, whose collectives are identities and whose policy is never sharded:
+the training loop has one code path, and its numbers in one process are what they always
+were. No cache key depends on the ``distributed`` setting (``plan.RUNTIME_KEYS``). The loss each rank back-propagates is its pairs' share of the
 global-batch mean times the world size (FSDP averages gradients over ranks), so the
 gradient, the clipping norm and the update are those of one process on the whole
 batch, up to the order of float sums (tests/test_distributed.py: 2 processes against 1).
@@ -32,12 +33,15 @@ from __future__ import annotations
 import atexit
 import os
 from datetime import timedelta
+from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from omegaconf import DictConfig
 
 from pipeline.infra.errors import ConfigError
+from pipeline.modeling import checkpoint
 from pipeline.modeling import precision as precisions
 from pipeline.modeling.fsdp import Group
 
@@ -159,10 +163,84 @@ def group(cfg: DictConfig) -> Group | None:
     return _group
 
 
+def training_group(cfg: DictConfig) -> Group | OneProcess:
+    """The group the training loop runs in: this launch's ranks, or the group of one."""
+    launch = group(cfg)
+    return launch if launch is not None else OneProcess(cfg.device)
+
+
 def agree(cfg: DictConfig, flag: Any) -> bool:
     """``flag`` as rank 0 sees it, on every rank (itself without a launch)."""
     g = group(cfg)
     return bool(flag) if g is None else g.agree(bool(flag))
+
+
+class OneProcess:
+    """The group of one a run without a launcher trains in: rank 0 of 1 on ``device``,
+    with ``fsdp.Group``'s methods. Its collectives return what they are given, the
+    policy is neither sharded nor gathered, and its reductions are the plain sums and
+    means over the batch, the very operations one process has always run: the weighted
+    form with weights all 1 is the same value, but not always the same float bits (a
+    device may compute a mean otherwise than as the sum over n)."""
+
+    rank, world, is_main = 0, 1, True
+
+    def __init__(self, device: str | torch.device) -> None:
+        self.device = self.load_device = torch.device(str(device))
+
+    # -- collectives: over one rank, identities
+    def broadcast(self, obj: Any) -> Any:
+        return obj
+
+    def agree(self, flag: bool) -> bool:
+        return bool(flag)
+
+    def sum(self, t: torch.Tensor) -> torch.Tensor:
+        return t
+
+    # -- the batch: all of it here, every pair real (weight 1)
+    def local(self, idx: np.ndarray) -> tuple[np.ndarray, torch.Tensor]:
+        return idx, torch.ones(len(idx))
+
+    def batch_share(
+        self, losses: torch.Tensor, weights: torch.Tensor, batch_size: int
+    ) -> torch.Tensor:
+        return losses.sum() / batch_size
+
+    def backward(self, share: torch.Tensor) -> None:
+        share.backward()
+
+    def batch_means(
+        self, values: list[torch.Tensor], weights: torch.Tensor, batch_size: int
+    ) -> list[torch.Tensor]:
+        return [v.mean() for v in values]
+
+    def full_norm(self, norm: torch.Tensor) -> torch.Tensor:
+        return norm
+
+    # -- the model and its checkpoints: as they are
+    def prepare(self, policy: torch.nn.Module, opt: Any) -> tuple[torch.nn.Module, Any]:
+        return policy, opt
+
+    def release(self) -> None:
+        pass
+
+    def save_pretrained(self, policy: torch.nn.Module, directory: Path) -> None:
+        policy.save_pretrained(directory)
+
+    def load(self, checkpointer: Any) -> dict[str, Any] | None:
+        return checkpointer.load() if checkpointer is not None else None
+
+    def restore(
+        self, saved: dict[str, Any], policy: torch.nn.Module, opt: Any, sched: Any,
+        gen: torch.Generator,
+    ) -> None:  # fmt: skip
+        checkpoint.restore_loop(saved, policy, opt, sched, gen)
+
+    def loop_state(
+        self, policy: torch.nn.Module, opt: Any, sched: Any, gen: torch.Generator, **position: Any
+    ) -> dict[str, Any]:
+        return checkpoint.loop_state(policy, opt, sched, gen, **position)
 
 
 def _accelerator(s: dict) -> Any:

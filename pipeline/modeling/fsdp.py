@@ -1,7 +1,11 @@
 """The sharded policy of a distributed launch (``pipeline.modeling.distributed`` starts it):
 each rank's share of a batch, FSDP2 preparation through accelerate, the collectives the
 training loop uses, and gathering for the saved model and checkpoints. A checkpoint or a
-saved model is the file a one-process run writes, whatever the world size."""
+saved model is the file a one-process run writes, whatever the world size.
+
+``Group`` is one of the two groups the training loop
+(``pipeline.modeling.preference_training``) runs in; ``distributed.OneProcess`` is the
+other, the group of one, with the same methods."""
 
 from __future__ import annotations
 
@@ -51,6 +55,8 @@ class Group:
         self.world = accelerator.num_processes
         self.is_main = accelerator.is_main_process
         self.device = torch.device(accelerator.device)
+        # Loaded on the host: ``prepare`` moves each rank's shards to its device.
+        self.load_device = torch.device("cpu")
         # Decisions (build or reuse, checkpoint now) go between the hosts over gloo: through
         # NCCL each would wait for the GPU's queued work (CPU-only, the default is gloo).
         self.host = None
@@ -78,6 +84,28 @@ class Group:
         rows, weights = local_rows(idx, self.rank, self.world)
         return rows, models.to_device(torch.from_numpy(weights), self.device)
 
+    def batch_share(
+        self, losses: torch.Tensor, weights: torch.Tensor, batch_size: int
+    ) -> torch.Tensor:
+        """This rank's share of the batch's mean loss: its real pairs' losses (padding
+        weighs 0) over the whole batch's size."""
+        return (losses * weights).sum() / batch_size
+
+    def backward(self, share: torch.Tensor) -> None:
+        """FSDP averages gradients over the ranks: times the world size, the batch's sum."""
+        (share * self.world).backward()
+
+    def batch_means(
+        self, values: list[torch.Tensor], weights: torch.Tensor, batch_size: int
+    ) -> list[torch.Tensor]:
+        """Each per-pair tensor's mean over the whole batch: weighted sums over every
+        rank's pairs (one collective for all of them), over the batch's size."""
+        return list(self.sum((torch.stack(values) * weights).sum(-1)) / batch_size)
+
+    def full_norm(self, norm: torch.Tensor) -> torch.Tensor:
+        """The clipping norm as a plain tensor: a DTensor's is already the norm of every shard."""
+        return norm.full_tensor() if hasattr(norm, "full_tensor") else norm
+
     # -- the model
     def prepare(
         self, policy: torch.nn.Module, opt: torch.optim.Optimizer
@@ -96,6 +124,11 @@ class Group:
             # submodules directly, the root's hooks would never gather its parameters.
             sharded.head_logits = types.MethodType(models.head_logits, sharded)
             register_fsdp_forward_method(sharded, "head_logits")
+        if self.is_main:
+            held, total = self.local_numel(sharded), sum(x.numel() for x in sharded.parameters())
+            print(
+                f"[train] FSDP over {self.world} processes: rank 0 holds {held} of {total} parameters"
+            )
         return sharded, wrapped.optimizer
 
     def release(self) -> None:

@@ -129,6 +129,25 @@ def validate(cfg: DictConfig) -> None:
             "`python -m pipeline task=custom data.path=<your file.jsonl>` (see README)"
         )
     task = tasks.get(cfg)
+    _run_keys(cfg)
+    _scale_keys(cfg)
+    _model_keys(cfg)
+    _device(cfg)
+    distributed.check(cfg)
+    # Last, as they may read files or ask the hub: the scorer's keys, the task's data.
+    task = tasks.get(cfg)
+    scorers.check(
+        cfg, optional=task.rates_own_samples or task.given_samples_params(cfg) is not None
+    )
+    task.check(cfg)
+    most, where = task.max_pairs(cfg)
+    if cfg.n_pairs > most and not task.cap_pairs:  # a capped task uses what its data gives
+        raise ConfigError(f"n_pairs={cfg.n_pairs} exceeds the {most} {where}")
+
+
+def _run_keys(cfg: DictConfig) -> None:
+    """The run's own keys: loss, offset, optimizer, W&B mode, seed, pairs, threads, the
+    verify mode and the true/false switches."""
     choice(cfg, "loss.name", LOSSES)
     choice(cfg, "offset.name", OFFSETS)
     choice(cfg, "scale.train.optimizer", OPTIMIZERS)
@@ -148,6 +167,10 @@ def validate(cfg: DictConfig) -> None:
             raise ConfigError(f"{key}={get(cfg, key)!r} must be true or false")
     if get(cfg, "disk_free_gb") is not None:
         number(cfg, "disk_free_gb", strict=False)
+
+
+def _scale_keys(cfg: DictConfig) -> None:
+    """The scale's counts, rates, warm-up, checkpointing and sampling settings."""
     for key in (
         "scale.sample.n_prompts",
         "scale.sample.n_samples",
@@ -182,6 +205,10 @@ def validate(cfg: DictConfig) -> None:
         raise ConfigError(
             f"scale.sample.n_samples={cfg.scale.sample.n_samples} must be >= 2 to form pairs"
         )
+
+
+def _model_keys(cfg: DictConfig) -> None:
+    """A pretrained model must exist; a fresh one's shape must fit the longest sequence."""
     if cfg.scale.model.pretrained:
         hub_or_local(cfg, "scale.model.pretrained", require_model)
     else:
@@ -201,11 +228,3 @@ def validate(cfg: DictConfig) -> None:
             raise ConfigError(
                 f"scale.model.n_positions={positions} is shorter than the longest sequence ({longest} tokens)"
             )
-    _device(cfg)
-    distributed.check(cfg)
-    # Last, as they may read files or ask the hub: the scorer's keys, the task's data.
-    scorers.check(cfg)
-    task.check(cfg)
-    most, where = task.max_pairs(cfg)
-    if cfg.n_pairs > most and not task.cap_pairs:  # a capped task uses what its data gives
-        raise ConfigError(f"n_pairs={cfg.n_pairs} exceeds the {most} {where}")

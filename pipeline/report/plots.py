@@ -1,11 +1,13 @@
 """Stage 9, plot: the paper's figures from a run table.
 
 - ``reward_vs_kl``: the task's metric (y: eval reward, or toxicity) against KL to the SFT
-  model (x), one panel per training-set size, one colour and marker per series (DPO, each
-  ODPO variant). Faint markers are single runs; solid markers are the mean over seeds with
-  bars spanning the seeds' range; the line is each series' Pareto frontier. Up and to the
-  left is better (down and to the left when lower is better). Files: <metric>_vs_kl*.png.
-- ``vs_alpha``: the metric and KL against the offset scale alpha (the alpha ablation).
+  model (x), one panel per training-set size, one colour and marker per series (each loss
+  without an offset, each (loss, f, α) of a loss with one: ``pipeline.report.variants``).
+  Faint markers are single runs; solid markers are the mean over seeds with bars spanning
+  the seeds' range; the line is each series' Pareto frontier. Up and to the left is better
+  (down and to the left when lower is better). Files: <metric>_vs_kl*.png.
+- ``vs_alpha``: the metric and KL against the offset scale alpha (the alpha ablation), one
+  line per (loss, f) of a loss with an offset; each loss without one is a horizontal line.
 
 Labels, the metric column and its direction come from the task (``pipeline.tasks``).
 """
@@ -25,19 +27,10 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
 from pipeline.report import runs as results
+from pipeline.report import variants
+from pipeline.report.variants import BASE_STYLE, STYLES
 from pipeline.tasks.base import Task  # noqa: E402
 
-DPO_STYLE = ("tab:blue", "o")
-# ODPO variants (scaling function, alpha) each get their own colour and marker.
-ODPO_STYLES = [
-    ("tab:orange", "^"),
-    ("tab:green", "s"),
-    ("tab:red", "D"),
-    ("tab:purple", "v"),
-    ("tab:brown", "P"),
-    ("tab:pink", "X"),
-    ("tab:olive", "*"),
-]
 KL_LABEL = {
     "kl": "KL(π_θ ‖ π_SFT) (k3)",
     "kl_exact": "KL(π_θ ‖ π_SFT) (exact per-token)",
@@ -46,17 +39,25 @@ KL_LABEL = {
 
 
 def series(runs: pd.DataFrame) -> list[tuple[str, pd.DataFrame, str, str]]:
-    """(label, rows, colour, marker) for DPO and each ODPO variant in the table."""
+    """(label, rows, colour, marker) per series of the table, in series order: the
+    baseline in its colour, then each other series in the next of ``STYLES``. A loss with an
+    offset that has one variant here is labelled by its name alone."""
     out = []
-    dpo = runs[runs["loss"] == "dpo"]
-    if len(dpo):
-        out.append(("DPO", dpo, *DPO_STYLE))
-    odpo = runs[runs["loss"] == "odpo"]
-    variants = sorted(odpo.groupby(["offset", "alpha"]).groups)
-    for i, (offset, alpha) in enumerate(variants):
-        rows = odpo[(odpo["offset"] == offset) & (odpo["alpha"] == alpha)]
-        label = "ODPO" if len(variants) == 1 else f"ODPO (f={offset}, α={alpha:g})"
-        out.append((label, rows, *ODPO_STYLES[i % len(ODPO_STYLES)]))
+    base = runs[runs["loss"] == variants.BASELINE]
+    if len(base):
+        out.append((variants.display(variants.BASELINE), base, *BASE_STYLE))
+    parts = []
+    for loss in variants.others(runs["loss"]):
+        rows = runs[runs["loss"] == loss]
+        if not variants.takes_offset(loss, rows["offset"]):
+            parts.append((variants.display(loss), rows))
+            continue
+        keys = sorted(rows.groupby(["offset", "alpha"]).groups)
+        for offset, alpha in keys:
+            part = rows[(rows["offset"] == offset) & (rows["alpha"] == alpha)]
+            parts.append((variants.series_label(loss, offset, alpha, len(keys) == 1), part))
+    for i, (label, part) in enumerate(parts):
+        out.append((label, part, *STYLES[i % len(STYLES)]))
     return out
 
 
@@ -142,6 +143,29 @@ def reward_vs_kl(
     return _save(fig, out)
 
 
+def _alpha_lines(runs: pd.DataFrame) -> tuple[list, list]:
+    """What ``vs_alpha`` draws: (label, rows, colour, marker) per (loss, f) of a loss with
+    an offset, lines against alpha; (label, rows, colour) per loss without one, flat lines
+    at their mean (the baseline in its colour, the others in the next of ``STYLES``)."""
+    lines, flat, i = [], [], 0
+    for loss in variants.others(runs["loss"]):
+        rows = runs[runs["loss"] == loss]
+        if variants.takes_offset(loss, rows["offset"]):
+            for offset, part in rows.groupby("offset"):
+                name = f"{variants.display(loss)} (f={offset})"
+                lines.append((name, part, *STYLES[i % len(STYLES)]))
+                i += 1
+    base = runs[runs["loss"] == variants.BASELINE]
+    if len(base):
+        flat.append((variants.display(variants.BASELINE), base, BASE_STYLE[0]))
+    for loss in variants.others(runs["loss"]):
+        rows = runs[runs["loss"] == loss]
+        if not variants.takes_offset(loss, rows["offset"]):
+            flat.append((variants.display(loss), rows, STYLES[i % len(STYLES)][0]))
+            i += 1
+    return lines, flat
+
+
 def vs_alpha(
     table: Path, out: Path, kl_column: str = "kl", title: str = "α ablation",
     task: Task | None = None,
@@ -149,28 +173,26 @@ def vs_alpha(
     """Reward and KL against alpha: single seeds faint, seed mean with its range."""
     task = task or Task()  # the defaults: a "reward" column, higher is better
     runs, sft, stand_in = _split(results.as_reward(results.read(table), task.metric))
-    odpo = runs[runs["loss"] == "odpo"]
+    lines, flat = _alpha_lines(runs)
     fig, axes = plt.subplots(1, 2, figsize=(9, 3.8), squeeze=False)
     for ax, column, label in (
         (axes[0][0], "reward", task.metric_label),
         (axes[0][1], kl_column, KL_LABEL[kl_column]),
     ):
-        for i, (offset, part) in enumerate(odpo.groupby("offset")):
-            color, marker = ODPO_STYLES[i % len(ODPO_STYLES)]
+        for name, part, color, marker in lines:
             ax.scatter(part["alpha"], part[column], c=color, marker=marker, s=14, alpha=0.35)
             by_alpha = part.groupby("alpha")[column]
             mean, lo, hi = by_alpha.mean(), by_alpha.min(), by_alpha.max()
             ax.plot(mean.index, mean.values, color=color, marker=marker, ms=5,
-                    label=f"ODPO (f={offset}), seed mean")  # fmt: skip
+                    label=f"{name}, seed mean")  # fmt: skip
             ax.fill_between(mean.index, lo.values, hi.values, color=color, alpha=0.15,
                             label="range over seeds")  # fmt: skip
-        dpo = runs[runs["loss"] == "dpo"]
-        if len(dpo):
-            ax.axhline(float(np.mean(dpo[column])), color=DPO_STYLE[0], ls=":", lw=1,
-                       label="DPO (seed mean)")  # fmt: skip
+        for name, part, color in flat:
+            ax.axhline(float(np.mean(part[column])), color=color, ls=":", lw=1,
+                       label=f"{name} (seed mean)")  # fmt: skip
         if column == "reward" and len(sft):
             ax.axhline(float(sft["reward"].iloc[0]), color="gray", ls="--", lw=1, label="SFT")
-        ax.set_xlabel("offset scale α  (α = 0 is DPO)")
+        ax.set_xlabel(f"offset scale α  (α = 0 is {variants.display(variants.BASELINE)})")
         ax.set_ylabel(label)
         ax.grid(alpha=0.3)
     axes[0][0].legend(loc="best", fontsize=7)

@@ -1,23 +1,28 @@
-"""The study "when does ODPO beat DPO?": per setting (model capacity, data size, offset
-function f, scale α), the difference in area under the reward-vs-KL frontier, ODPO minus
-DPO, with a bootstrap 95% interval over seeds, and the head-to-head at matched β.
+"""The study "when does a loss beat DPO?": per setting (model capacity, data size and, for a
+loss with an offset, offset function f and scale α), the difference in area under the
+reward-vs-KL frontier, the loss minus the baseline (DPO), with a bootstrap 95% interval over
+seeds, and the head-to-head at matched β. Every loss of the tables other than the baseline
+is compared with it (today's study: ODPO).
 
 ``make study`` runs the study's sweeps (conf/experiment/study_*.yaml), each writing a run
 table under ``results/studies/odpo_vs_dpo/<capacity>/``, then
-``python -m pipeline.report.study results/studies/odpo_vs_dpo`` writes, beside those folders:
-``study.csv`` (one row per setting), ``per_seed.csv`` (each seed's two areas),
-``odpo_vs_dpo.png`` (the differences with their intervals, one row per setting) and
-``summary.md``. A second call with unchanged tables recomputes nothing (the ledger records
-``study ... reused``).
+``python -m pipeline.report.study results/studies/odpo_vs_dpo`` writes, beside those folders,
+for tables with one loss L besides the baseline: ``study.csv`` (one row per setting),
+``per_seed.csv`` (each seed's two areas), ``<L>_vs_dpo.png`` (the differences with their
+intervals, one row per setting, ``pipeline.report.study_views``) and ``summary.md``. With
+several such losses each has its ``study_<L>.csv``, ``per_seed_<L>.csv`` and figure, and
+``summary.md`` one part per loss. A second call with unchanged tables recomputes nothing (the
+ledger records ``study ... reused``).
 
-How a setting is measured. For one seed, DPO's runs over the β grid form one frontier and
-the variant's runs another (same SFT model, sample set and pairs: the seed pairs them). Each
-area is ∫_0^B R(x) dx with R the best reward of a run with KL ≤ x, never below the SFT
-reward (``pipeline.math.frontier.frontier_area``). The setting's difference is the mean over seeds
-of (ODPO area − DPO area); its interval is the 2.5 and 97.5 percentiles of that mean over
-seeds resampled with replacement. With 3 seeds the bootstrap has only 10 distinct means, so
-the interval is coarse and, if anything, too narrow: a difference is called significant only
-when the interval excludes 0, and the per-seed values are in ``per_seed.csv``.
+How a setting is measured. For one seed, the baseline's runs over the β grid form one
+frontier and the variant's runs another (same SFT model, sample set and pairs: the seed pairs
+them). Each area is ∫_0^B R(x) dx with R the best reward of a run with KL ≤ x, never below
+the SFT reward (``pipeline.math.frontier.frontier_area``). The setting's difference is the
+mean over seeds of (variant area − baseline area); its interval is the 2.5 and 97.5
+percentiles of that mean over seeds resampled with replacement. With 3 seeds the bootstrap
+has only 10 distinct means, so the interval is coarse and, if anything, too narrow: a
+difference is called significant only when the interval excludes 0, and the per-seed values
+are in ``per_seed.csv``.
 """
 
 from __future__ import annotations
@@ -34,14 +39,29 @@ import pandas as pd
 from pipeline.infra.cache import Cache, atomic_write_text, file_sha256, stable_hash
 from pipeline.math.frontier import frontier_area
 from pipeline.report.digest import head_to_head, training_runs
-from pipeline.report.markdown import markdown_table, num
 from pipeline.report.runs import as_reward, read, read_fingerprint
+from pipeline.report.study_views import draw, figure_name, render
+from pipeline.report.variants import BASELINE, SFT, display, others, takes_offset
 
 # Bump when the outputs change for the same tables (part of the reuse key).
 VERSION = 2
 STAMP = ".study_key"
-OUTPUTS = ("study.csv", "per_seed.csv", "odpo_vs_dpo.png", "summary.md")
 SETTING = ["capacity", "n_pairs", "offset", "alpha"]
+
+
+def outputs(losses: list[str]) -> list[str]:
+    """The files the study writes for the losses it compares with the baseline."""
+    if len(losses) == 1:
+        return ["study.csv", "per_seed.csv", figure_name(losses[0]), "summary.md"]
+    names = [f"{kind}_{loss}.csv" for loss in losses for kind in ("study", "per_seed")]
+    return names + [figure_name(loss) for loss in losses] + ["summary.md"]
+
+
+def table_names(losses: list[str], loss: str) -> tuple[str, str]:
+    """(study table, per-seed table) of ``loss`` among the study's ``losses``."""
+    if len(losses) == 1:
+        return "study.csv", "per_seed.csv"
+    return f"study_{loss}.csv", f"per_seed_{loss}.csv"
 
 
 def bootstrap_ci(
@@ -76,17 +96,22 @@ def _model_size(results_dir: Path) -> tuple[float, str]:
     return size, results_dir.name
 
 
+def _with_offset(trained: pd.DataFrame) -> set[str]:
+    """The losses of ``trained`` that take an offset (``variants.takes_offset``)."""
+    return {str(k) for k, g in trained.groupby("loss") if takes_offset(k, g["offset"])}
+
+
 def seed_areas(runs: pd.DataFrame, budget: float) -> pd.DataFrame:
     """Area under each (n_pairs, loss, offset, alpha, seed) frontier up to KL ``budget``,
-    with the table's SFT reward as the floor."""
+    with the table's SFT reward as the floor. alpha is NaN for a loss without an offset."""
     runs = as_reward(runs, "reward")  # the sentiment study's metric
-    sft = runs[runs["loss"] == "sft"]
+    sft = runs[runs["loss"] == SFT]
     if sft.empty:
         raise ValueError("the run table has no SFT baseline row: no floor for the areas")
     floor = float(sft["reward"].iloc[0])
     trained = training_runs(runs)
     keys = ["n_pairs", "loss", "offset", "alpha", "seed"]
-    trained["alpha"] = trained["alpha"].where(trained["loss"] != "dpo", np.nan)
+    trained["alpha"] = trained["alpha"].where(trained["loss"].isin(_with_offset(trained)), np.nan)
     rows = []
     for key, group in trained.groupby(keys, dropna=False, sort=True):
         area = frontier_area(group["kl"].to_numpy(), group["reward"].to_numpy(), budget, floor)
@@ -94,51 +119,64 @@ def seed_areas(runs: pd.DataFrame, budget: float) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=[*keys, "area", "runs"])
 
 
+def _setting(capacity, n_pairs, offset, alpha, both, n_boot, h2h, loss) -> dict:
+    """One row of the study table: the two mean areas, their difference with its interval,
+    and the head-to-head counts at matched β and seed."""
+    b, v = BASELINE, loss
+    diff = (both[f"area_{v}"] - both[f"area_{b}"]).to_numpy()
+    low, high = bootstrap_ci(diff, n_boot)
+    return {
+        "capacity": capacity,
+        "n_pairs": int(n_pairs),
+        "offset": offset,
+        "alpha": float(alpha),
+        "seeds": len(both),
+        f"area_{b}": float(both[f"area_{b}"].mean()),
+        f"area_{v}": float(both[f"area_{v}"].mean()),
+        "diff": float(diff.mean()),
+        "ci_low": low,
+        "ci_high": high,
+        "significant": bool(low > 0 or high < 0),
+        "matched": int(h2h["matched"]),
+        f"{v}_better": int(h2h["odpo_better"]),
+        f"{v}_lower_kl": int(h2h["odpo_lower_kl"]),
+        f"{v}_dominates": int(h2h["odpo_dominates"]),
+        f"{b}_dominates": int(h2h["reference_dominates"]),
+    }
+
+
 def compare(
-    tables: dict[str, pd.DataFrame], budget: float, n_boot: int = 10_000
+    tables: dict[str, pd.DataFrame], budget: float, n_boot: int = 10_000, loss: str | None = None
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
     """(one row per setting, one row per setting and seed) for run tables keyed by
-    capacity. A setting is an ODPO variant at one size, compared with the DPO runs of the
-    same table and size on the seeds both have."""
+    capacity. A setting is a variant of ``loss`` (default: the tables' only loss besides the
+    baseline) at one size, compared with the baseline's runs of the same table and size on
+    the seeds both have."""
+    if loss is None:
+        losses = others(pd.concat([t["loss"] for t in tables.values()]))
+        if len(losses) != 1:
+            raise ValueError(f"compare: name the loss to compare, one of {losses}")
+        loss = losses[0]
+    b, v = BASELINE, loss
     settings, per_seed = [], []
     for capacity, runs in tables.items():
         areas = seed_areas(runs, budget)
         trained = training_runs(runs)
-        for (n_pairs, offset, alpha), odpo in areas[areas["loss"] == "odpo"].groupby(
-            ["n_pairs", "offset", "alpha"], sort=True
+        shifted = v in _with_offset(trained)
+        mine = areas[areas["loss"] == v]
+        for (n_pairs, offset, alpha), part in mine.groupby(
+            ["n_pairs", "offset", "alpha"], sort=True, dropna=False
         ):
-            dpo = areas[(areas["loss"] == "dpo") & (areas["n_pairs"] == n_pairs)]
-            both = odpo.merge(dpo, on="seed", suffixes=("_odpo", "_dpo"))
+            base = areas[(areas["loss"] == b) & (areas["n_pairs"] == n_pairs)]
+            both = part.merge(base, on="seed", suffixes=(f"_{v}", f"_{b}"))
             if both.empty:
                 continue
-            diff = (both["area_odpo"] - both["area_dpo"]).to_numpy()
-            low, high = bootstrap_ci(diff, n_boot)
             at_size = trained[trained["n_pairs"] == n_pairs]
-            variant = at_size[
-                (at_size["loss"] == "dpo")
-                | ((at_size["offset"] == offset) & (at_size["alpha"] == alpha))
-            ]
-            h2h = head_to_head(variant).iloc[0]
-            settings.append(
-                {
-                    "capacity": capacity,
-                    "n_pairs": int(n_pairs),
-                    "offset": offset,
-                    "alpha": float(alpha),
-                    "seeds": len(both),
-                    "area_dpo": float(both["area_dpo"].mean()),
-                    "area_odpo": float(both["area_odpo"].mean()),
-                    "diff": float(diff.mean()),
-                    "ci_low": low,
-                    "ci_high": high,
-                    "significant": bool(low > 0 or high < 0),
-                    "matched": int(h2h["matched"]),
-                    "odpo_better": int(h2h["odpo_better"]),
-                    "odpo_lower_kl": int(h2h["odpo_lower_kl"]),
-                    "odpo_dominates": int(h2h["odpo_dominates"]),
-                    "dpo_dominates": int(h2h["reference_dominates"]),
-                }
-            )
+            ours = at_size["loss"] == v
+            if shifted:
+                ours &= (at_size["offset"] == offset) & (at_size["alpha"] == alpha)
+            h2h = head_to_head(at_size[(at_size["loss"] == b) | ours]).iloc[0]
+            settings.append(_setting(capacity, n_pairs, offset, alpha, both, n_boot, h2h, v))
             for _, row in both.iterrows():
                 per_seed.append(
                     {
@@ -147,110 +185,24 @@ def compare(
                         "offset": offset,
                         "alpha": float(alpha),
                         "seed": int(row["seed"]),
-                        "area_dpo": row["area_dpo"],
-                        "area_odpo": row["area_odpo"],
-                        "diff": row["area_odpo"] - row["area_dpo"],
+                        f"area_{b}": row[f"area_{b}"],
+                        f"area_{v}": row[f"area_{v}"],
+                        "diff": row[f"area_{v}"] - row[f"area_{b}"],
                     }
                 )
     return pd.DataFrame(settings), pd.DataFrame(per_seed)
 
 
-def setting_label(row) -> str:
-    return f"{row.capacity}, {row.n_pairs} pairs, f={row.offset}, α={row.alpha:g}"
+def _tables(out: Path) -> list[Path]:
+    folders = sorted(p.parent for p in out.glob("*/runs.csv"))
+    if not folders:
+        raise SystemExit(f"error: no run tables in {out}/*/runs.csv; run `make study` first")
+    return folders
 
 
-def draw(study: pd.DataFrame, per_seed: pd.DataFrame, out: Path, budget: float) -> None:
-    """One row per setting: the mean difference with its interval, each seed's value."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(8, 0.45 * len(study) + 1.6))
-    ys = np.arange(len(study))[::-1]
-    for y, row in zip(ys, study.itertuples(), strict=True):
-        color = ("tab:green" if row.diff > 0 else "tab:red") if row.significant else "0.45"
-        ax.plot([row.ci_low, row.ci_high], [y, y], color=color, lw=2.2)
-        ax.plot(row.diff, y, "o", color=color, ms=6)
-        seeds = per_seed[
-            (per_seed["capacity"] == row.capacity)
-            & (per_seed["n_pairs"] == row.n_pairs)
-            & (per_seed["offset"] == row.offset)
-            & (per_seed["alpha"] == row.alpha)
-        ]
-        ax.plot(seeds["diff"], [y - 0.22] * len(seeds), ".", color="k", ms=4, alpha=0.7)
-    ax.axvline(0, color="k", lw=0.8)
-    ax.set_yticks(ys, [setting_label(r) for r in study.itertuples()], fontsize=8)
-    ax.set_xlabel(f"area under the reward-KL frontier (KL ≤ {budget:g}), ODPO − DPO")
-    ax.set_title(
-        "Does ODPO beat DPO? (embedded stand-in, not the paper's models or data)\n"
-        "circle: mean over seeds; bar: bootstrap 95% interval; dots: each seed;\n"
-        "green / red: the interval excludes 0 (ODPO above / below DPO)",
-        fontsize=8,
-    )
-    ax.grid(axis="x", alpha=0.3)
-    fig.tight_layout()
-    tmp = out.with_name(f".{out.name}.tmp.png")
-    fig.savefig(tmp, dpi=130)
-    plt.close(fig)
-    tmp.replace(out)
-
-
-def render(study: pd.DataFrame, budget: float, n_boot: int) -> str:
-    """summary.md: the table of settings and what is and is not significant."""
-    up = study[study["significant"] & (study["diff"] > 0)]
-    down = study[study["significant"] & (study["diff"] < 0)]
-    header = ["setting", "seeds", "area DPO", "area ODPO", "ODPO − DPO", "95% interval",
-              "significant", "matched β×seed", "ODPO better", "ODPO dominates", "DPO dominates"]  # fmt: skip
-    rows = [
-        [
-            setting_label(r),
-            str(r.seeds),
-            num(r.area_dpo),
-            num(r.area_odpo),
-            f"{r.diff:+.4f}",
-            f"[{r.ci_low:+.4f}, {r.ci_high:+.4f}]",
-            "yes" if r.significant else "no",
-            str(r.matched),
-            str(r.odpo_better),
-            str(r.odpo_dominates),
-            str(r.dpo_dominates),
-        ]
-        for r in study.itertuples()
-    ]
-    lines = [
-        "# Study: when does ODPO beat DPO?",
-        "",
-        "Embedded stand-in (small GPT-2s trained here, Rotten Tomatoes text, a TF-IDF "
-        "classifier), not the paper's models or data. Produced by `make study`.",
-        "",
-        f"Per setting: the area under the reward-vs-KL frontier for KL ≤ {budget:g} (floor: "
-        "the SFT reward), ODPO minus DPO, averaged over seeds; the interval is a percentile "
-        f"bootstrap over seeds ({n_boot} resamples). Each seed pairs the two losses on the same "
-        "SFT model, sample set and pairs. *Matched β×seed*: runs of the two at the same β and "
-        "seed; *ODPO better*: higher reward there; *dominates*: higher-or-equal reward at "
-        "lower-or-equal KL, one strict.",
-        "",
-        markdown_table(header, rows, right=len(header) - 1),
-        "",
-        "## What is significant",
-        "",
-        f"{len(study)} settings; ODPO's frontier is significantly above DPO's in {len(up)}, "
-        f"significantly below in {len(down)}, and not distinguishable in "
-        f"{len(study) - len(up) - len(down)}.",
-        "",
-    ]
-    for label, part in (("Above", up), ("Below", down)):
-        if len(part):
-            lines.append(f"- {label}: " + "; ".join(setting_label(r) for r in part.itertuples()))
-    lines += [
-        "",
-        "With 3 seeds a bootstrap interval is coarse (10 distinct resampled means) and tends "
-        "to be too narrow; a setting called significant here is a lead to check with more "
-        "seeds, not a settled result. Per-seed areas: `per_seed.csv`.",
-        "",
-    ]
-    return "\n".join(lines)
+def study_losses(out: Path) -> list[str]:
+    """The losses of the study's tables other than the baseline, by name."""
+    return others(pd.concat([read(p / "runs.csv")["loss"] for p in _tables(out)]))
 
 
 def run(
@@ -259,9 +211,7 @@ def run(
     """Write the study's outputs from the run tables in ``out``'s sub-folders; False (and
     nothing written) when they are already up to date with those tables."""
     start = time.perf_counter()
-    folders = sorted(p.parent for p in out.glob("*/runs.csv"))
-    if not folders:
-        raise SystemExit(f"error: no run tables in {out}/*/runs.csv; run `make study` first")
+    folders = _tables(out)
     key = stable_hash(
         {
             "tables": {p.name: file_sha256(p / "runs.csv") for p in folders},
@@ -273,25 +223,38 @@ def run(
     ledger = Cache(cache_dir) if cache_dir is not None else None
     stamp = out / STAMP
     done = stamp.is_file() and stamp.read_text().strip() == key
-    if done and all((out / name).is_file() for name in OUTPUTS):
+    losses = study_losses(out)
+    if done and all((out / name).is_file() for name in outputs(losses)):
         if ledger is not None:
             ledger.record("study", key, "reused", time.perf_counter() - start)
         print(f"[study] {out}: up to date with its {len(folders)} tables (reused)")
         return False
     folders.sort(key=_model_size)  # the smaller model's settings first
     tables = {capacity_label(p): read(p / "runs.csv") for p in folders}
-    study, per_seed = compare(tables, budget, n_boot)
-    if study.empty:
-        raise SystemExit(f"error: no setting in {out} has both DPO and ODPO runs")
-    atomic_write_text(out / "study.csv", study.to_csv(index=False))
-    atomic_write_text(out / "per_seed.csv", per_seed.to_csv(index=False))
-    draw(study, per_seed, out / "odpo_vs_dpo.png", budget)
-    atomic_write_text(out / "summary.md", render(study, budget, n_boot))
+    if not losses:
+        raise SystemExit(f"error: no loss but {display(BASELINE)} in the tables of {out}")
+    parts, n_settings, significant = [], 0, 0
+    for loss in losses:
+        study, per_seed = compare(tables, budget, n_boot, loss)
+        if study.empty:
+            raise SystemExit(
+                f"error: no setting in {out} has both {display(BASELINE)} and {display(loss)} runs"
+            )
+        names = table_names(losses, loss)
+        atomic_write_text(out / names[0], study.to_csv(index=False))
+        atomic_write_text(out / names[1], per_seed.to_csv(index=False))
+        shifted = takes_offset(loss, study["offset"])
+        draw(study, per_seed, out / figure_name(loss), budget, loss, shifted)
+        parts.append(render(study, budget, n_boot, loss, names[1]))
+        n_settings, significant = (
+            n_settings + len(study),
+            significant + int(study["significant"].sum()),
+        )
+    atomic_write_text(out / "summary.md", "\n".join(parts))
     atomic_write_text(stamp, key + "\n")
     if ledger is not None:
         ledger.record("study", key, "computed", time.perf_counter() - start)
-    significant = int(study["significant"].sum())
-    print(f"[study] {len(study)} settings, {significant} with an interval excluding 0 -> {out}")
+    print(f"[study] {n_settings} settings, {significant} with an interval excluding 0 -> {out}")
     return True
 
 
@@ -304,7 +267,8 @@ def main(argv: list[str]) -> int:
                         help="whose ledger records the study")  # fmt: skip
     args = parser.parse_args(argv)
     run(args.out, args.kl_budget, args.n_boot, args.cache_dir)
-    print(json.dumps({"outputs": [str(args.out / n) for n in OUTPUTS]}))
+    names = outputs(study_losses(args.out))
+    print(json.dumps({"outputs": [str(args.out / n) for n in names]}))
     return 0
 
 

@@ -2,10 +2,11 @@
 ``runs.csv`` (one row per model, training run and sampling temperature), the figure
 ``win_rate_vs_temperature.png`` and a section of ``summary.md``.
 
-Rows: ``model`` (SFT, DPO or ODPO), the run's ``loss, beta, alpha, offset, seed`` (empty for
-SFT, which every run shares), ``temperature``, ``judge``, ``wins``, ``n`` (comparisons with a
-parsed answer), ``win_rate`` = wins / n and its Wilson 95% interval ``ci_low, ci_high``,
-then ``unparseable``, ``ties``, the judge's ``calls``, ``cached`` answers and ``retries``.
+Rows: ``model`` (the run's loss upper-cased: SFT, DPO, ODPO, ...), the run's ``loss, beta,
+alpha, offset, seed`` (empty for SFT, which every run shares), ``temperature``, ``judge``,
+``wins``, ``n`` (comparisons with a parsed answer), ``win_rate`` = wins / n and its Wilson 95%
+interval ``ci_low, ci_high``, then ``unparseable``, ``ties``, the judge's ``calls``, ``cached``
+answers and ``retries``.
 The figure pools each model's seeds (wins and n summed) and draws the pooled win rate with
 its Wilson interval as a band."""
 
@@ -19,24 +20,31 @@ import pandas as pd
 from filelock import FileLock
 
 from pipeline.infra.cache import atomic_write_text
+from pipeline.math.stats import wilson
+from pipeline.report import variants
 from pipeline.report.markdown import markdown_table
-from pipeline.scoring.judges import wilson
 
 FILE = "win_rates.csv"
 FIGURE = "win_rate_vs_temperature.png"
 IDENTITY = ["model", "loss", "beta", "alpha", "offset", "seed", "temperature", "judge"]
 COLUMNS = IDENTITY + ["wins", "n", "win_rate", "ci_low", "ci_high", "unparseable", "ties",
                       "calls", "cached", "retries"]  # fmt: skip
-MODEL = {"sft": "SFT", "dpo": "DPO", "odpo": "ODPO"}
-ORDER = {"SFT": 0, "DPO": 1, "ODPO": 2}
-STYLE = {"SFT": ("0.35", "s"), "DPO": ("tab:blue", "o"), "ODPO": ("tab:orange", "^")}
+SFT_MODEL = variants.display(variants.SFT)
+SFT_STYLE = ("0.35", "s")
+
+
+def rank(model: str) -> int:
+    """SFT first, then the baseline, then every other model (by name, after this key)."""
+    if model == SFT_MODEL:
+        return 0
+    return 1 if model == variants.display(variants.BASELINE) else 2
 
 
 def rows_for(run: dict, judge: str, win_rates: list[dict]) -> list[dict]:
     """One row per temperature for a run (``run``: its identity in runs.csv)."""
-    loss = run["loss"]
+    model = variants.display(run["loss"])
     ident = {k: run.get(k) for k in ("loss", "beta", "alpha", "offset", "seed")}
-    return [{"model": MODEL.get(loss, loss), **ident, **w, "judge": judge} for w in win_rates]
+    return [{"model": model, **ident, **w, "judge": judge} for w in win_rates]
 
 
 def upsert(table: Path, rows: list[dict]) -> pd.DataFrame:
@@ -50,7 +58,7 @@ def upsert(table: Path, rows: list[dict]) -> pd.DataFrame:
             index=both.index,
         )
         both = both[~key.duplicated(keep="last")]
-        order = both["model"].map(ORDER).fillna(3)
+        order = both["model"].map(lambda m: f"{rank(m)}{m if rank(m) == 2 else ''}")
         both = both.assign(_o=order).sort_values(["_o", "beta", "alpha", "seed", "temperature"])
         atomic_write_text(table, both.drop(columns="_o").to_csv(index=False))
     return both
@@ -68,13 +76,13 @@ def _norm(value) -> str:
 
 
 def pooled(table: pd.DataFrame) -> pd.DataFrame:
-    """Per (model, offset, alpha, beta, judge, temperature): seeds, wins and n summed over
-    seeds, the pooled win rate and its Wilson interval."""
+    """Per (model, loss, offset, alpha, beta, judge, temperature): seeds, wins and n summed
+    over seeds, the pooled win rate and its Wilson interval."""
     df = table.copy()
     for col in ("beta", "alpha"):
         df[col] = pd.to_numeric(df[col], errors="coerce")
     df["offset"] = df["offset"].fillna("none")
-    keys = ["model", "offset", "alpha", "beta", "judge", "temperature"]
+    keys = ["model", "loss", "offset", "alpha", "beta", "judge", "temperature"]
     out = (
         df.groupby(keys, dropna=False, sort=True)
         .agg(seeds=("seed", "nunique"), wins=("wins", "sum"), n=("n", "sum"))
@@ -87,16 +95,27 @@ def pooled(table: pd.DataFrame) -> pd.DataFrame:
 
 
 def _series(pool: pd.DataFrame) -> list:
-    """(key, rows) per model line, SFT first, then DPO, then ODPO."""
-    groups = pool.groupby(["model", "offset", "alpha", "beta", "judge"], dropna=False)
-    return sorted(groups, key=lambda item: (ORDER.get(item[0][0], 3), str(item[0])))
+    """(key, rows) per model line, SFT first, then the baseline, then the others by name."""
+    groups = pool.groupby(["model", "loss", "offset", "alpha", "beta", "judge"], dropna=False)
+    return sorted(groups, key=lambda item: (rank(item[0][0]), str(item[0])))
 
 
 def _label(row) -> str:
-    if row.model == "SFT":
-        return "SFT"
+    if row.model == SFT_MODEL:
+        return SFT_MODEL
     base = f"{row.model} β={row.beta:g}"
-    return base + (f", f={row.offset}, α={row.alpha:g}" if row.model == "ODPO" else "")
+    shifted = variants.takes_offset(row.loss, [row.offset])
+    return base + (f", f={row.offset}, α={row.alpha:g}" if shifted else "")
+
+
+def _styles(pool: pd.DataFrame) -> dict[str, tuple[str, str]]:
+    """(colour, marker) per model: SFT grey, the baseline in its colour, every other model
+    (by name) in the next of ``variants.STYLES``."""
+    style = {SFT_MODEL: SFT_STYLE, variants.display(variants.BASELINE): variants.BASE_STYLE}
+    rest = sorted({str(m) for m in pool["model"] if rank(str(m)) == 2})
+    for i, model in enumerate(rest):
+        style[model] = variants.STYLES[i % len(variants.STYLES)]
+    return style
 
 
 def draw(table: Path, out: Path, title: str, note: str) -> Path:
@@ -108,11 +127,12 @@ def draw(table: Path, out: Path, title: str, note: str) -> Path:
 
     pool = pooled(pd.read_csv(table))
     fig, ax = plt.subplots(figsize=(6.4, 4.2))
+    style = _styles(pool)
     for _, part in _series(pool):
         part = part.sort_values("temperature")
         first = part.iloc[0]
-        color, marker = STYLE.get(first.model, ("k", "x"))
-        seeds = f" ({int(part['seeds'].max())} seeds)" if first.model != "SFT" else ""
+        color, marker = style[first.model]
+        seeds = f" ({int(part['seeds'].max())} seeds)" if first.model != SFT_MODEL else ""
         ax.plot(part["temperature"], part["win_rate"], color=color, marker=marker,
                 label=_label(first) + seeds)  # fmt: skip
         ax.fill_between(part["temperature"], part["ci_low"], part["ci_high"], color=color,

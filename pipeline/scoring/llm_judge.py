@@ -22,7 +22,7 @@ import numpy as np
 
 from pipeline.infra.cache import atomic_write_json, stable_hash
 from pipeline.infra.errors import ConfigError, PipelineError
-from pipeline.scoring.judges import Comparison, JudgeReport, Verdict
+from pipeline.scoring.verdicts import Comparison, JudgeReport, Verdict
 
 LABELS = ("A", "B")  # the first and the second summary shown
 

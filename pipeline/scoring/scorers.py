@@ -20,10 +20,22 @@ from typing import Protocol
 import numpy as np
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
-from pipeline import tasks
 from pipeline.infra.checks import at_most, choice, get, hub_or_local, number
-from pipeline.infra.errors import ConfigError, first_line
+from pipeline.infra.errors import ConfigError, DataError, first_line
 from pipeline.infra.hub import require_model
+from pipeline.math.rewards import first_non_probability
+from pipeline.scoring.profanity import ProfanityScorer
+
+
+def checked_probabilities(p: np.ndarray, stage: str) -> np.ndarray:
+    """A scorer's output, refused with the stage and row if any value is not a probability."""
+    p = np.asarray(p, dtype=np.float64)
+    row = first_non_probability(p)
+    if row is not None:
+        raise DataError(
+            f"[{stage}] scorer returned {float(p.reshape(-1)[row])!r} for row {row}: not a probability"
+        )
+    return p
 
 
 class Scorer(Protocol):
@@ -158,34 +170,6 @@ class HFPipelineScorer:
         )
 
 
-# ---- toxicity stand-in: the scikit-learn model of alt-profanity-check 1.9.1 -------------
-
-
-class ProfanityScorer:
-    """STAND-IN for the paper's toxicity classifier: p(offensive) from the linear model
-    that ``alt-profanity-check==1.9.1`` ships (read from its wheel, not installed)."""
-
-    KEYS: tuple[str, ...] = ()
-
-    @staticmethod
-    def check(cfg: DictConfig) -> None:
-        pass
-
-    @staticmethod
-    def prepare(scorer_cfg: DictConfig, train: list[dict], out: Path, download_dir: Path) -> None:
-        from pipeline.corpora.real_toxicity_prompts import prepare_profanity
-
-        prepare_profanity(out, download_dir)
-
-    def __init__(self, scorer_cfg: DictConfig, path: Path, device: str) -> None:
-        from pipeline.corpora.real_toxicity_prompts import ProfanityScorer as Model
-
-        self.model = Model(path)
-
-    def prob(self, texts: list[str]) -> np.ndarray:
-        return self.model.prob(texts)
-
-
 SCORERS: dict[str, type] = {
     "profanity": ProfanityScorer,
     "tfidf_logreg": SklearnScorer,
@@ -203,12 +187,12 @@ def params(scorer_cfg: DictConfig) -> dict:
             for k, v in values.items()}  # fmt: skip
 
 
-def check(cfg: DictConfig) -> None:
-    """The scorer's settings, before any work (each scorer checks its own keys)."""
-    task = tasks.get(cfg)
-    own = task.rates_own_samples or task.given_samples_params(cfg) is not None
-    if get(cfg, "scorer.name") is None and own:
-        return  # a task that brings or rates its own scores (custom, summarize) may name none
+def check(cfg: DictConfig, optional: bool = False) -> None:
+    """The scorer's settings, before any work (each scorer checks its own keys).
+    ``optional``: the task brings or rates its own scores (custom, summarize), so it may
+    name no scorer."""
+    if get(cfg, "scorer.name") is None and optional:
+        return
     choice(cfg, "scorer.name", SCORERS)
     number(cfg, "scorer.max_eval_rows", integer=True)
     number(cfg, "scorer.min_accuracy", strict=False)

@@ -24,6 +24,11 @@ def params(cfg: DictConfig) -> dict:
     return scorers.params(cfg.scorer)
 
 
+def identity(cfg: DictConfig, data: Artifact) -> tuple[dict, list[Artifact]] | None:
+    """None when the task names no scorer: then there is no classifier."""
+    return (params(cfg), [data]) if cfg.scorer.name else None
+
+
 def run(cfg: DictConfig, cache: Cache, data: Artifact) -> Artifact | None:
     """The scorer's artifact; None when the task names no scorer (task=custom may not)."""
     if not cfg.scorer.name:

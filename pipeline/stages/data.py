@@ -9,7 +9,8 @@ from pathlib import Path
 from omegaconf import DictConfig, OmegaConf
 
 from pipeline import tasks
-from pipeline.infra.cache import Artifact, Cache, file_sha256
+from pipeline.infra.atomic import file_sha256
+from pipeline.infra.cache import Artifact, Cache
 from pipeline.infra.io import write_jsonl
 
 # Bump when this stage's output changes for the same config (part of its cache key).

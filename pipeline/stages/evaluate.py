@@ -34,11 +34,9 @@ from pipeline import tasks
 from pipeline.infra.cache import Artifact, Cache, atomic_write_json
 from pipeline.infra.io import read_jsonl
 from pipeline.math import kl
-from pipeline.modeling import models
+from pipeline.modeling import inference, models
 from pipeline.modeling import precision as precisions
 from pipeline.scoring import scorers
-from pipeline.stages import sample
-from pipeline.stages.score import checked_probabilities
 
 # Bump when this stage's output changes for the same config (part of its cache key).
 VERSION = 1
@@ -132,7 +130,7 @@ def run(
     def build(out: Path) -> dict:
         rows = read_jsonl(prompts / "eval_prompts.jsonl", required=("text",))
         texts = [r["text"] for r in rows]
-        drawn = sample.generate(
+        drawn = inference.generate(
             policy / "model",
             texts,
             sample_cfg,
@@ -150,7 +148,9 @@ def run(
         per_sample = {}
         if classifier is not None:
             scorer = scorers.load(cfg.scorer, classifier.path, cfg.device)
-            p = checked_probabilities(scorer.prob([t[0] for t in drawn["texts"]]), "evaluate")
+            p = scorers.checked_probabilities(
+                scorer.prob([t[0] for t in drawn["texts"]]), "evaluate"
+            )
             per_sample = {task.scorer_metric or task.metric: p, **task.sample_metrics(p)}
         per_sample |= task.response_metrics(cfg, rows, [t[0] for t in drawn["texts"]], prompts.path)
         tok = models.load_tokenizer(sft / "model")

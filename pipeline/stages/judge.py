@@ -20,9 +20,10 @@ from omegaconf import DictConfig, OmegaConf
 from pipeline import tasks
 from pipeline.infra.cache import Artifact, Cache, atomic_write_json
 from pipeline.infra.io import read_jsonl, write_jsonl
+from pipeline.modeling import inference
 from pipeline.modeling import precision as precisions
 from pipeline.scoring import judges
-from pipeline.stages import sample
+from pipeline.scoring.verdicts import Comparison
 
 # Bump when this stage's output changes for the same config (part of its cache key).
 VERSION = 1
@@ -81,14 +82,14 @@ def run(
         texts = [r["text"] for r in rows]
         per_temperature, judged = [], []
         for t in cfg.task.temperatures:
-            drawn = sample.generate(
+            drawn = inference.generate(
                 model / "model", texts, sample_cfg, 1, cfg.scale.eval.seed, cfg.device,
                 temperature=float(t), top_p=1.0, join=lambda _, response: response,
                 precision=precisions.of(cfg), prompt_ids=task.prompt_ids,
             )  # fmt: skip
             summaries = [s[0].strip() for s in drawn["texts"]]
             items = [
-                judges.Comparison(str(r["id"]), r["document"], s, r["reference"])
+                Comparison(str(r["id"]), r["document"], s, r["reference"])
                 for r, s in zip(rows, summaries, strict=True)
             ]
             report = judge.compare(items)

@@ -9,9 +9,9 @@ from omegaconf import DictConfig
 from pipeline import tasks
 from pipeline.infra.cache import Artifact, Cache
 from pipeline.infra.errors import ConfigError
-from pipeline.infra.io import load_arrays, save_arrays
+from pipeline.infra.io import save_arrays
 from pipeline.math import pairing as pairs_lib
-from pipeline.stages import score
+from pipeline.stages import artifacts
 
 # Bump when this stage's output changes for the same config (part of its cache key).
 VERSION = 1
@@ -25,7 +25,7 @@ def params(cfg: DictConfig) -> dict:
 
 def run(cfg: DictConfig, cache: Cache, scores: Artifact) -> Artifact:
     def build(out: Path) -> dict:
-        s = score.load(scores)["score"]
+        s = artifacts.scores(scores)["score"]
         every = pairs_lib.all_pairs(s)
         if not len(every):
             raise ConfigError(
@@ -54,7 +54,3 @@ def run(cfg: DictConfig, cache: Cache, scores: Artifact) -> Artifact:
         return {"n_available": len(every), "n_pairs": n_pairs}
 
     return cache.stage("pairs", params(cfg), [scores], build, version=VERSION)
-
-
-def load(artifact: Artifact) -> dict:
-    return load_arrays(artifact / "pairs.npz")

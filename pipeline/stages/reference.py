@@ -6,39 +6,14 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
-import torch
 from omegaconf import DictConfig
-from tqdm.auto import tqdm
 
 from pipeline.infra.cache import Artifact, Cache
-from pipeline.infra.io import load_arrays, save_arrays
+from pipeline.infra.io import save_arrays
 from pipeline.modeling import models
 from pipeline.modeling import precision as precisions
-from pipeline.stages import sample
-
-
-@torch.no_grad()
-def batched_logps(
-    model,
-    prompts: list[list[int]],
-    responses: list[list[int]],
-    pad_id: int,
-    batch_size: int,
-    precision: str = "fp32",
-) -> np.ndarray:
-    """log pi(response | prompt) per row; under bf16 the forward runs in half
-    precision (as the authors' reference model) and the reduction in float32."""
-    out = []
-    device = next(model.parameters()).device
-    with precisions.autocast(precision, device):
-        for i in tqdm(range(0, len(prompts), batch_size), desc="log-probs", leave=False):
-            out.append(
-                models.sequence_logps(
-                    model, prompts[i : i + batch_size], responses[i : i + batch_size], pad_id
-                ).cpu()
-            )
-    return torch.cat(out).double().numpy()
-
+from pipeline.modeling.inference import batched_logps
+from pipeline.stages import artifacts
 
 # Bump when this stage's output changes for the same config (part of its cache key).
 VERSION = 1
@@ -55,7 +30,7 @@ def params(cfg: DictConfig) -> dict:
 
 def run(cfg: DictConfig, cache: Cache, sft: Artifact, samples: Artifact) -> Artifact:
     def build(out: Path) -> dict:
-        s = sample.load(samples)
+        s = artifacts.samples(samples)
         # Prompts may have different numbers of responses (task=custom): NaN pads the rest.
         sizes = [len(rs) for rs in s["responses"]]
         prompts = [p for p, n in zip(s["prompts"], sizes, strict=True) for _ in range(n)]
@@ -74,7 +49,3 @@ def run(cfg: DictConfig, cache: Cache, sft: Artifact, samples: Artifact) -> Arti
         return {}
 
     return cache.stage("reference", params(cfg), [sft, samples], build, version=VERSION)
-
-
-def load(artifact: Artifact) -> np.ndarray:
-    return load_arrays(artifact / "reference_logps.npz")["logps"]

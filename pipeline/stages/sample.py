@@ -9,7 +9,6 @@ instead of sampling (``Task.given_samples``).
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
@@ -17,70 +16,11 @@ from omegaconf import DictConfig, OmegaConf
 from pipeline import tasks
 from pipeline.infra.cache import Artifact, Cache, atomic_write_json
 from pipeline.infra.io import read_jsonl
-from pipeline.modeling import models
+from pipeline.modeling import inference
 from pipeline.modeling import precision as precisions
-from pipeline.modeling.seeding import set_seed
 
 # Bump when this stage's output changes for the same config (part of its cache key).
 VERSION = 1
-
-
-def make_prompts(tok, texts: list[str], prompt_tokens: int) -> list[list[int]]:
-    ids = tok(texts, add_special_tokens=False)["input_ids"]
-    return [[models.bos_id(tok), *t[:prompt_tokens]] for t in ids]
-
-
-def generate(
-    model_dir: Path,
-    prompt_texts: list[str],
-    sample_cfg: DictConfig,
-    n_samples: int,
-    seed: int,
-    device: str,
-    temperature: float | None = None,
-    top_p: float | None = None,
-    top_k: int = 0,
-    join=lambda prompt, response: prompt + response,
-    precision: str = "fp32",
-    stats: dict | None = None,
-    prompt_ids=make_prompts,
-) -> dict:
-    """Sample and package prompts, response ids and the scored texts: ``join(prompt text,
-    response text)``. ``temperature``/``top_p`` default to the sample config's values;
-    ``top_k`` 0 samples the full distribution; ``prompt_ids(tok, texts, prompt_tokens)``
-    makes the prompts' token ids (the task's ``prompt_ids``);
-    ``precision`` and ``stats`` as in ``models.sample``."""
-    set_seed(seed)
-    tok = models.load_tokenizer(model_dir)
-    model = models.load_model(model_dir, device, precisions.inference_dtype(precision))
-    prompts = prompt_ids(tok, prompt_texts, sample_cfg.prompt_tokens)
-    responses = models.sample(
-        model,
-        prompts,
-        n_samples=n_samples,
-        max_new_tokens=sample_cfg.max_new_tokens,
-        eos_id=tok.eos_token_id,
-        pad_id=tok.pad_token_id,
-        temperature=sample_cfg.temperature if temperature is None else temperature,
-        top_p=sample_cfg.top_p if top_p is None else top_p,
-        top_k=top_k,
-        batch_size=sample_cfg.batch_size,
-        generator_seed=seed,
-        progress=True,
-        bucket=bool(sample_cfg.get("bucket", False)),
-        precision=precision,
-        stats=stats,
-    )
-    prompt_text = tok.batch_decode(prompts, skip_special_tokens=True)
-    texts = [
-        [join(prompt_text[i], tok.decode(r, skip_special_tokens=True)) for r in rs]
-        for i, rs in enumerate(responses)
-    ]
-    return {"prompts": prompts, "responses": responses, "texts": texts}
-
-
-def load(artifact: Artifact) -> dict:
-    return json.loads((artifact / "samples.json").read_text())
 
 
 def params(cfg: DictConfig) -> dict:
@@ -107,7 +47,7 @@ def run(cfg: DictConfig, cache: Cache, sft: Artifact, prompts: Artifact) -> Arti
             return {"n_prompts": len(rows), "given": True}
         texts = [r["text"] for r in rows]
         stats: dict = {}
-        samples = generate(
+        samples = inference.generate(
             sft / "model", texts, sample_cfg, sample_cfg.n_samples, cfg.seed, cfg.device,
             join=task.scored_text, precision=precisions.of(cfg), stats=stats,
             prompt_ids=task.prompt_ids,

@@ -13,24 +13,13 @@ from omegaconf import DictConfig
 from pipeline import tasks
 from pipeline.infra.cache import Artifact, Cache
 from pipeline.infra.errors import DataError
-from pipeline.infra.io import load_arrays, read_jsonl, save_arrays
-from pipeline.math.rewards import first_non_probability, training_score
+from pipeline.infra.io import read_jsonl, save_arrays
+from pipeline.math.rewards import training_score
 from pipeline.scoring import scorers
-from pipeline.stages import sample
+from pipeline.stages import artifacts
 
 # Bump when this stage's output changes for the same config (part of its cache key).
 VERSION = 1
-
-
-def checked_probabilities(p: np.ndarray, stage: str) -> np.ndarray:
-    """A scorer's output, refused with the stage and row if any value is not a probability."""
-    p = np.asarray(p, dtype=np.float64)
-    row = first_non_probability(p)
-    if row is not None:
-        raise DataError(
-            f"[{stage}] scorer returned {float(p.reshape(-1)[row])!r} for row {row}: not a probability"
-        )
-    return p
 
 
 def params(cfg: DictConfig) -> dict:
@@ -40,22 +29,35 @@ def params(cfg: DictConfig) -> dict:
     return {**task.key_extras("score"), **task.key_settings(cfg, "score")}
 
 
+def identity(
+    cfg: DictConfig, samples: Artifact, classifier: Artifact | None, prompts: Artifact
+) -> tuple[dict, list[Artifact]]:
+    """What names the scores: the task's own scores are keyed by the samples they come
+    with; a task that rates its samples by the samples and prompts; else the samples and
+    the classifier that scores them."""
+    if tasks.get(cfg).given_samples_params(cfg) is not None:
+        return {"given": True}, [samples]
+    if classifier is None:  # the task rates its samples itself (task=summarize)
+        return params(cfg), [samples, prompts]
+    return params(cfg), [samples, classifier]
+
+
 def run(
     cfg: DictConfig, cache: Cache, samples: Artifact, classifier: Artifact, prompts: Artifact
 ) -> Artifact:
     task = tasks.get(cfg)
-    if samples.info.get("given"):
+    params_, key_inputs = identity(cfg, samples, classifier, prompts)
+    if params_ == {"given": True}:
         return run_given(cfg, cache, samples, prompts)
-
-    if classifier is None:  # the task rates its samples itself (task=summarize)
+    if classifier is None:
         return run_rated(cfg, cache, samples, prompts)
 
     def build(out: Path) -> dict:
-        texts = sample.load(samples)["texts"]
+        texts = artifacts.samples(samples)["texts"]
         n_prompts, n_samples = len(texts), len(texts[0])
         scorer = scorers.load(cfg.scorer, classifier.path, cfg.device)
         flat = [t for row in texts for t in row]
-        p = checked_probabilities(scorer.prob(flat), "score").reshape(n_prompts, n_samples)
+        p = scorers.checked_probabilities(scorer.prob(flat), "score").reshape(n_prompts, n_samples)
         # Saved as p_positive: the scorer's probability (of toxic, for toxicity).
         save_arrays(
             out / "scores.npz", p_positive=p, score=training_score(task.good_probability(p))
@@ -85,7 +87,7 @@ def run_rated(cfg: DictConfig, cache: Cache, samples: Artifact, prompts: Artifac
 
     def build(out: Path) -> dict:
         rows = read_jsonl(prompts / "sample_prompts.jsonl")
-        scores = task.rate_samples(cfg, rows, sample.load(samples)["texts"], prompts.path)
+        scores = task.rate_samples(cfg, rows, artifacts.samples(samples)["texts"], prompts.path)
         if scores is None:
             raise DataError(f"task={task.name} names no scorer and rates no samples")
         save_arrays(out / "scores.npz", score=scores)
@@ -95,7 +97,3 @@ def run_rated(cfg: DictConfig, cache: Cache, samples: Artifact, prompts: Artifac
         return {"mean_score": float(np.nanmean(scores))}
 
     return cache.stage("score", params(cfg), [samples, prompts], build, version=VERSION)
-
-
-def load(artifact: Artifact) -> dict[str, np.ndarray]:
-    return load_arrays(artifact / "scores.npz")

@@ -1,6 +1,8 @@
 """Tasks: ``pipeline/tasks/<name>.py`` defines ``TASK``; ``conf/task/<name>.yaml`` selects
 it with ``task.name``. ``get`` finds a task by that name, so a new task needs no other
-file touched (see ``base.Task`` for what a task decides)."""
+file touched (see ``base.Task`` for what a task decides).
+
+May import ``pipeline.scoring`` and the layers below it (never a stage)."""
 
 from __future__ import annotations
 

@@ -17,6 +17,7 @@ from omegaconf import DictConfig
 from pipeline.infra.checks import at_most, choice, data_file, get, hub_or_local, number
 from pipeline.infra.errors import DataError
 from pipeline.infra.hub import require_dataset
+from pipeline.modeling.inference import make_prompts
 
 
 class Task:
@@ -116,8 +117,6 @@ class Task:
 
     def prompt_ids(self, tok, texts: list[str], prompt_tokens: int) -> list[list[int]]:
         """Token ids of prompts for sampling: BOS + the text's first ``prompt_tokens``."""
-        from pipeline.stages.sample import make_prompts
-
         return make_prompts(tok, texts, prompt_tokens)
 
     # ---- scoring ------------------------------------------------------------------------

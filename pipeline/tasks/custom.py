@@ -21,12 +21,12 @@ from pathlib import Path
 import numpy as np
 from omegaconf import DictConfig
 
-from pipeline.corpora import scored_files as scored_data
+from pipeline.corpora import scored_files
 from pipeline.infra.checks import at_most, data_file, get, number
 from pipeline.infra.errors import ConfigError, DataError
 from pipeline.math.losses import uses_offset
 from pipeline.modeling import models
-from pipeline.stages.sample import make_prompts
+from pipeline.modeling.inference import batched_logps, make_prompts
 from pipeline.tasks.base import Task
 
 FIELDS = ("prompt_field", "response_field", "responses_field", "score_field", "scores_field")
@@ -56,7 +56,7 @@ class Custom(Task):
         data, train, heldout = self.split(cfg)
         for part, name, hint in ((train, "training", "lower"), (heldout, "held-out", "raise")):
             scores = [data.groups[i].scores for i in part]
-            if not len(scored_data.ragged_pairs(scores)):
+            if not len(scored_files.ragged_pairs(scores)):
                 raise DataError(
                     f"{path}: the {len(part)} {name} prompts give no pair with different "
                     f"scores (each needs 2 responses scored differently); {hint} "
@@ -72,7 +72,7 @@ class Custom(Task):
                             f"has score {score}"
                         )
 
-    def split(self, cfg: DictConfig) -> tuple[scored_data.ScoredData, np.ndarray, np.ndarray]:
+    def split(self, cfg: DictConfig) -> tuple[scored_files.ScoredData, np.ndarray, np.ndarray]:
         """The file's groups and the seeded (training, held-out) group indices."""
         path = Path(cfg.data.path).expanduser()
         fields = tuple(cfg.data[key] for key in FIELDS)
@@ -82,12 +82,12 @@ class Custom(Task):
     def pairs_used(self, cfg: DictConfig) -> int:
         """n_pairs, or every training pair when the file gives fewer (said in the log)."""
         data, train, _ = self.split(cfg)
-        available = len(scored_data.ragged_pairs([data.groups[i].scores for i in train]))
+        available = len(scored_files.ragged_pairs([data.groups[i].scores for i in train]))
         return min(int(cfg.n_pairs), available)
 
     def load_splits(self, cfg: DictConfig) -> tuple[list[dict], list[dict]]:
         data, train, heldout = self.split(cfg)
-        print(scored_data.summary_line(data) + f"; {len(heldout)} prompts held out")
+        print(scored_files.summary_line(data) + f"; {len(heldout)} prompts held out")
 
         def rows(indices: np.ndarray) -> list[dict]:
             return [
@@ -149,7 +149,7 @@ class Custom(Task):
         return {"prompts": prompts, "responses": responses, "texts": texts}
 
     def given_scores(self, rows: list[dict]) -> np.ndarray:
-        return scored_data.padded_scores([r["scores"] for r in rows])
+        return scored_files.padded_scores([r["scores"] for r in rows])
 
     # ---- evaluation -----------------------------------------------------------------------
 
@@ -161,10 +161,9 @@ class Custom(Task):
     ) -> dict[str, np.ndarray]:
         """Per held-out pair: 1 / 0.5 / 0 as the policy's log-ratio margin is >, =, < 0,
         and the margin itself (log-ratios to the SFT model, chosen minus rejected)."""
-        from pipeline.stages.reference import batched_logps
 
         given = self.given_samples(cfg, sft_dir, rows)
-        pairs = scored_data.ragged_pairs([r["scores"] for r in rows])  # > 0: checked at start-up
+        pairs = scored_files.ragged_pairs([r["scores"] for r in rows])  # > 0: checked at start-up
         prompts = [given["prompts"][g] for g in pairs[:, 0]] * 2
         both = [given["responses"][g][c] for g, c in pairs[:, [0, 1]]] + [
             given["responses"][g][r] for g, r in pairs[:, [0, 2]]
@@ -180,11 +179,11 @@ class Custom(Task):
 @functools.lru_cache(maxsize=4)
 def _split(
     path: Path, mtime_ns: int, fields: tuple[str, ...], fraction: float, seed: int
-) -> tuple[scored_data.ScoredData, np.ndarray, np.ndarray]:
+) -> tuple[scored_files.ScoredData, np.ndarray, np.ndarray]:
     # Read once per run (the check, the keys and the data stage all ask); the file's
     # modification time is part of the cache key, so an edited file is read again.
-    data = scored_data.read_scored(path, **dict(zip(FIELDS, fields, strict=True)))
-    train, heldout = scored_data.split_groups(data.n_groups, fraction, seed)
+    data = scored_files.read_scored(path, **dict(zip(FIELDS, fields, strict=True)))
+    train, heldout = scored_files.split_groups(data.n_groups, fraction, seed)
     return data, train, heldout
 
 

@@ -11,7 +11,7 @@ from pathlib import Path
 
 from omegaconf import DictConfig
 
-from pipeline.corpora import rotten_tomatoes as sources
+from pipeline.corpora import rotten_tomatoes
 from pipeline.tasks.base import Task, heldout_split
 
 
@@ -33,13 +33,13 @@ class Sentiment(Task):
         d = cfg.data
         if d.source == "hub":
             return (
-                sources.hub_dataset(d.name, d.train_split, d.text_field, d.label_field),
-                sources.hub_dataset(d.name, d.test_split, d.text_field, d.label_field),
+                rotten_tomatoes.hub_dataset(d.name, d.train_split, d.text_field, d.label_field),
+                rotten_tomatoes.hub_dataset(d.name, d.test_split, d.text_field, d.label_field),
             )
         if d.source == "rotten_tomatoes":
-            rows = sources.rotten_tomatoes(Path(d.download_dir))
+            rows = rotten_tomatoes.rotten_tomatoes(Path(d.download_dir))
         else:
-            rows = sources.local_files(d.path, d.text_field, d.label_field)
+            rows = rotten_tomatoes.local_files(d.path, d.text_field, d.label_field)
         return heldout_split(rows, d.heldout_fraction, d.split_seed)
 
 

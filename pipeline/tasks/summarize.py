@@ -27,8 +27,7 @@ from pathlib import Path
 import numpy as np
 from omegaconf import DictConfig
 
-from pipeline.corpora import scored_files as scored_data
-from pipeline.corpora import tldr as summary_data
+from pipeline.corpora import scored_files, tldr, xsum
 from pipeline.infra.checks import get, number
 from pipeline.infra.errors import ConfigError, DataError
 from pipeline.infra.io import read_jsonl
@@ -87,7 +86,7 @@ class Summarize(Task):
         human summary, never seen by SFT."""
         d = cfg.data
         if not self.given(cfg):
-            rows = summary_data.xsum_prompts(d.download_dir, int(d.lead_words))
+            rows = xsum.xsum_prompts(d.download_dir, int(d.lead_words))
             rows = [_row(r["id"], r["prompt"], r["reference"], r["document"]) for r in rows]
             train, heldout = heldout_split(rows, d.heldout_fraction, d.split_seed)
             # A training article's text, in chunks of data.chunk_words words, as more SFT
@@ -98,7 +97,7 @@ class Summarize(Task):
                 w = r["document"].split()
                 r["chunks"] = [" ".join(w[i : i + words]) for i in range(0, len(w), words)]
             return train, heldout
-        sft = summary_data.tldr_sft(d.path or d.name, d.split)
+        sft = tldr.tldr_sft(d.path or d.name, d.split)
         train = [_row(r["id"], r["prompt"], r["reference"]) for r in sft]
         posts, summaries, ratings = _rated(d.feedback_path or d.feedback, d.feedback_split)
         for post, texts, scores in zip(posts, summaries, ratings, strict=True):
@@ -107,12 +106,12 @@ class Summarize(Task):
                     "text": post["prompt"],
                     "label": None,
                     "id": post["id"],
-                    "document": summary_data.article_of(post["prompt"]),
+                    "document": tldr.article_of(post["prompt"]),
                     "responses": [" " + t for t in texts],
                     "scores": [float(s) for s in scores[: len(texts)]],
                 }
             )
-        test = summary_data.tldr_sft(d.test_path or d.name, d.test_split)
+        test = tldr.tldr_sft(d.test_path or d.name, d.test_split)
         heldout = [_row(r["id"], r["prompt"], r["reference"]) for r in test]
         return train, heldout
 
@@ -178,15 +177,15 @@ class Summarize(Task):
     def given_scores(self, rows: list[dict]) -> np.ndarray | None:
         if not rows or "scores" not in rows[0]:
             return None
-        return scored_data.padded_scores([r["scores"] for r in rows])
+        return scored_files.padded_scores([r["scores"] for r in rows])
 
     # ---- prompts, ratings ---------------------------------------------------------------
 
     def prompt_ids(self, tok, texts: list[str], prompt_tokens: int) -> list[list[int]]:
         """BOS + the text's tokens, cut from the article so that ``TL;DR:`` always ends
         the prompt (cutting the end would drop the instruction)."""
-        suffix = tok(summary_data.TLDR, add_special_tokens=False)["input_ids"]
-        bodies = [summary_data.article_of(t) for t in texts]
+        suffix = tok(tldr.TLDR, add_special_tokens=False)["input_ids"]
+        bodies = [tldr.article_of(t) for t in texts]
         keep = max(prompt_tokens - len(suffix), 1)
         ids = tok(bodies, add_special_tokens=False)["input_ids"]
         return [[models.bos_id(tok), *body[:keep], *suffix] for body in ids]
@@ -245,14 +244,14 @@ def _row(row_id: str, prompt: str, reference: str, document: str | None = None) 
         "id": row_id,
         "reference": reference,
         # What a judge reads: the whole article (stand-in) or the post (the prompt's body).
-        "document": document if document is not None else summary_data.article_of(prompt),
+        "document": document if document is not None else tldr.article_of(prompt),
     }
 
 
 @functools.lru_cache(maxsize=2)
 def _rated(name: str, split: str):
     # Read once per process: the key (pairs_used) and the data stage both ask.
-    return summary_data.rating_groups(summary_data.feedback_ratings(name, split))
+    return tldr.rating_groups(tldr.feedback_ratings(name, split))
 
 
 @functools.lru_cache(maxsize=4)

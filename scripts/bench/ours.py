@@ -1,6 +1,6 @@
 """Our side of the DPO comparison: the pipeline's real loop,
 ``pipeline.stages.train.train_pairs``, timed, with the reference log-probs computed
-beforehand by ``pipeline.stages.reference.batched_logps`` (the reference stage's
+beforehand by ``pipeline.modeling.inference.batched_logps`` (the reference stage's
 function), timed apart. Also ``Timed``, the record of one timed training call that the
 TRL side (``trl_side.py``) returns too, and the ``median`` the figures are taken with.
 """
@@ -62,7 +62,7 @@ def reference_table(
 ) -> tuple[torch.Tensor, float]:
     """(n_prompts, n_samples) reference log-probs (NaN where no pair needs one) from
     the reference stage's function, and the seconds that pass took."""
-    from pipeline.stages.reference import batched_logps
+    from pipeline.modeling.inference import batched_logps
 
     prompts, responses, cells = syn.used_responses(samples, p)
     ref_model.eval()

@@ -3,9 +3,8 @@ Markdown only presents them): the header, then each section's part."""
 
 from __future__ import annotations
 
-import os
-
 from scripts.bench.markdown import _f, _mb, _table
+from scripts.bench.report_trl import render_trl
 
 
 def render(report: dict) -> str:
@@ -67,92 +66,6 @@ def _load_note(report: dict) -> str:
             "every operation); ours and TRL's ran interleaved, so their ratios hold better."
         )
     return text
-
-
-def _trl(s: dict, report: dict) -> list[str]:
-    lines = [s["setup"], ""]
-    eq = s.get("equality", {})
-    if eq:
-        lines += ["**Same loss?** " + s["equality_note"], ""]
-        rows = []
-        for size, e in eq.items():
-            if "error" in e:
-                rows.append([size, e["error"], "", "", ""])
-            elif e.get("trl") is None:
-                rows.append([size, e["steps"], _f(e["ours"][0], 6), "TRL not installed", ""])
-            else:
-                rows.append(
-                    [
-                        size,
-                        e["steps"],
-                        _f(e["ours"][0], 6),
-                        f"{e['trl_first_step_abs_diff']:.1e} / {e['trl_precompute_first_step_abs_diff']:.1e}",
-                        f"{e['trl_max_abs_diff']:.1e} / {e['trl_precompute_max_abs_diff']:.1e}",
-                    ]
-                )
-        lines += _table(
-            [
-                "model",
-                "steps",
-                "our first loss",
-                "difference at the first step (TRL / TRL precomputed)",
-                "largest difference over the steps",
-            ],
-            rows,
-        )
-    lines += ["**Throughput** (pairs/s, medians):", ""]
-    rows, ratio_rows = [], []
-    names = {"ours": "ours", "trl": "TRL", "trl_precompute": "TRL, ref precomputed"}
-    for size, r in s["sizes"].items():
-        if "error" in r:
-            rows.append([size, r["error"], "", "", "", ""])
-            continue
-        label = f"{size} ({r['n_params'] / 1e6:.2f}M params, {r['pairs']} pairs)"
-        for side, name in names.items():
-            if side not in r:
-                continue
-            x = r[side]
-            rows.append(
-                [
-                    label,
-                    name,
-                    _f(x["steady_pairs_per_s"]),
-                    _f(x["pairs_per_s"]),
-                    "in each step" if side == "trl" else _f(x["reference_seconds_median"], 2),
-                    _f(x["pairs_per_s_with_reference"]),
-                ]
-            )
-        if r.get("ratio") is not None:
-            ratio_rows.append(
-                [
-                    label,
-                    _f(r["ratio_steady"], 2) + "×",
-                    _f(r["ratio_whole_call"], 2) + "×",
-                    _f(r["ratio_with_reference"], 2) + "×",
-                    f"≥ {r['target']}×: " + ("met" if r["target_met"] else "**not met**"),
-                ]
-            )
-    lines += _table(
-        ["model", "side", "steady", "whole call", "ref pass (s)", "whole call + ref pass"], rows
-    )
-    if ratio_rows:
-        lines += _table(
-            ["model", "ours / TRL's best, steady", "whole call", "with the ref passes", "target"],
-            ratio_rows,
-        )
-    lines += [s["ratio_note"], ""]
-    if s.get("profiles"):
-        lines += [
-            "**Profiles** (`--profile`: pyinstrument, one run each after the timed ones, not used "
-            "for any figure above): "
-            + ", ".join(
-                f"`{os.path.basename(p['path'])}` ({p['steps']} steps, {p['seconds']:.1f} s)"
-                for p in s["profiles"]
-                if "error" not in p
-            ),
-            "",
-        ]
-    return lines
 
 
 def _sweep(s: dict, report: dict) -> list[str]:
@@ -354,7 +267,7 @@ def _gpu(s: dict, report: dict) -> list[str]:
 
 
 RENDER = {
-    "trl": _trl,
+    "trl": render_trl,
     "sweep": _sweep,
     "sampling": _sampling,
     "runs": _runs,

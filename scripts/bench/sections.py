@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from scripts.bench import child
+from scripts.bench import child, notes
 
 TARGETS = {"embedded": 1.5, "20M": 1.1}
 
@@ -60,102 +60,60 @@ class Bench:
         from scripts.bench.trl_side import trl_version
 
         plan, version = self.plan, trl_version()
-        data = plan["data"]
         out: dict = {
             "trl_version": version,
-            "setup": (
-                "Same random-weight GPT-2 (built from `GPT2Config`, seed 0), the same synthetic "
-                f"pairs in the same order ({data.n_prompts} prompts of BOS + {data.prompt_tokens} "
-                f"tokens, {data.n_samples} responses each of up to {data.max_new_tokens} tokens, "
-                f"{data.p_eos:.0%} ending early with EOS; pairs as the pairs stage makes them), "
-                f"the run settings of `scale={plan['scale']}` for both sides (batch, AdamW and its "
-                "lr, warmup, clipping), fp32 on the CPU. Ours: `pipeline.stages.train.train_pairs`, "
-                "the pipeline's loop as it runs (including its per-step logging to a sink), with "
-                "the reference log-probs from `pipeline.stages.reference.batched_logps` over the "
-                "responses the pairs use, timed apart ('ref pass'). TRL "
-                f"{version or '(not installed here)'}: `DPOTrainer` with `loss_type=sigmoid`, the "
-                "same beta, batch, lr, weight decay (0.01, torch AdamW's default that ours gets), "
-                "`constant_with_warmup` schedule, `max_grad_norm`, `max_length`, no gradient "
-                "accumulation, `gradient_checkpointing=False` (TRL's default is on), `bf16=False`, "
-                "`use_cpu`, dropout off, `train_sampling_strategy=sequential`, logging, saving, "
-                "evaluation, reporting and progress bars off, its default optimizer "
-                "(`adamw_torch_fused`); with `precompute_ref_log_probs` on (its pass timed "
-                "apart, batch = our reference batch) and off (a reference model forward every step). "
-                "All three run in one process per model size, interleaved: after a warm-up run of "
-                "each, every round times one run of each side, the order rotating by round. "
-                "Speed options considered: `padding_free` is disabled in this TRL release (it warns "
-                "and pads), Liger kernels need Triton (GPU), `torch_compile` is left off on both "
-                "sides. TRL runs its own fused chunked log-prob head (no full-vocabulary logits); "
-                "the only change to `DPOTrainer` is skipping its text tokenisation, since the "
-                "pairs are token ids already. Each timed run starts from the same weights in a "
-                "fresh trainer/optimizer; construction is not timed, but each side's whole call "
-                "is (`train_pairs`; TRL's `train()` with its start-up and its final "
-                "`gc.collect`), so fixed costs weigh more in these short runs than in a "
-                "sweep's 150-300 steps."
-            ),
-            "equality_note": (
-                "The loss at each of the first steps from the same initial weights on the same "
-                "batches. The reference is a second random model, so that the first step's loss "
-                "depends on every log-prob (with the policy as its own reference it would be log 2 "
-                "whatever they were); later steps also compare gradients, clipping, AdamW and the "
-                "schedule."
-            ),
+            "setup": notes.trl_setup(plan, version),
+            "equality_note": notes.EQUALITY_NOTE,
             "equality": {},
             "sizes": {},
         }
         for size in plan["compare"]:
-            common = self.common(size)
             if version is not None:
                 out["equality"][size] = self.piece(
                     "loss_equality", f"loss equality, {size}", "train (both)",
-                    steps=plan["equality_steps"][size], **common,
+                    steps=plan["equality_steps"][size], **self.common(size),
                 )  # fmt: skip
-            entry: dict = {"target": TARGETS[size]}
-            sides = ["ours", "trl", "trl_precompute"] if version is not None else ["ours"]
-            r = self.piece(
-                "throughput", f"throughput ({', '.join(sides)}), {size}",
-                "train" if sides == ["ours"] else "train (ours and TRL, one process)",
-                sides=sides, steps=plan["steps"][size], warmup_steps=plan["warmup_steps"][size],
-                repeats=plan["repeats"], **common,
-            )  # fmt: skip
-            if "error" in r:
-                entry["error"] = r["error"]
-            else:
-                entry.update({k: v for k, v in r.items() if k != "sides"}, **r["sides"])
-            if "error" not in entry and version is not None:
-                entry.update(ratios(entry))
-            out["sizes"][size] = entry
+            out["sizes"][size] = self._throughput(size, version)
         if self.profile_dir is not None:
-            out["profiles"] = [
-                self.piece(
-                    "profile",
-                    f"profile {side}, {size}",
-                    "profile",
-                    side=side,
-                    steps=plan["profile_steps"][size],
-                    **self.common(size),
-                    path=str(self.profile_dir / f"profile-{side}-{size}.txt"),
-                )  # fmt: skip
-                for size in plan["compare"]
-                for side in ("ours", "trl_precompute")
-                if version is not None
-            ]
-        out["ratio_note"] = (
-            "Steady: pairs per second from the end of the first step to the end of the last "
-            "(our sink's log and TRL's `on_step_end`, both after the optimizer update), so "
-            "neither side's start-up or end is in it; the targets apply to it, against TRL's "
-            "faster mode. Whole call: the pairs over the seconds of the whole `train_pairs` / "
-            "`train()` call, reference log-probs given to both (ours from the cached reference "
-            "stage). With the ref pass: each "
-            "side's reference pass added: ours over the distinct responses the pairs use (the "
-            "pipeline computes it once per sample set and shares it across every run of a seed, "
-            "so a real sweep pays far less per run), TRL's precompute over every pair's chosen "
-            "and rejected sequence."
-            if version is not None
-            else "TRL is not installed in this environment (`make bench` installs it into "
-            ".venv-bench): only our figures were measured."
-        )
+            out["profiles"] = self._profiles(version)
+        out["ratio_note"] = notes.ratio_note(version)
         return out
+
+    def _throughput(self, size: str, version: str | None) -> dict:
+        """Pairs/s of ours (and TRL's two modes when installed) at one model size."""
+        plan = self.plan
+        entry: dict = {"target": TARGETS[size]}
+        sides = ["ours", "trl", "trl_precompute"] if version is not None else ["ours"]
+        r = self.piece(
+            "throughput", f"throughput ({', '.join(sides)}), {size}",
+            "train" if sides == ["ours"] else "train (ours and TRL, one process)",
+            sides=sides, steps=plan["steps"][size], warmup_steps=plan["warmup_steps"][size],
+            repeats=plan["repeats"], **self.common(size),
+        )  # fmt: skip
+        if "error" in r:
+            entry["error"] = r["error"]
+        else:
+            entry.update({k: v for k, v in r.items() if k != "sides"}, **r["sides"])
+        if "error" not in entry and version is not None:
+            entry.update(ratios(entry))
+        return entry
+
+    def _profiles(self, version: str | None) -> list[dict]:
+        plan = self.plan
+        return [
+            self.piece(
+                "profile",
+                f"profile {side}, {size}",
+                "profile",
+                side=side,
+                steps=plan["profile_steps"][size],
+                **self.common(size),
+                path=str(self.profile_dir / f"profile-{side}-{size}.txt"),
+            )  # fmt: skip
+            for size in plan["compare"]
+            for side in ("ours", "trl_precompute")
+            if version is not None
+        ]
 
     def sweep(self, ledger: str | None) -> dict:
         from scripts.bench.sweep import work_per_sweep
@@ -177,20 +135,8 @@ class Bench:
             "sample_sequential", "sampling, one per call", "sample (unbatched)",
             n_rows=plan["sequential_rows"], repeats=plan["repeats"], **common,
         )  # fmt: skip
-        data = plan["data"]
         return {
-            "setup": (
-                f"The embedded-size model (random weights, an EOS logit offset so that about "
-                f"{data.p_eos:.0%} of responses end early, as the embedded SFT model's do), "
-                f"{data.n_prompts} prompts × {data.n_samples} samples, up to {data.max_new_tokens} "
-                f"new tokens, the sampling settings of `scale={plan['scale']}`. Batched: the "
-                "pipeline's `models.sample` over the whole set (prompts left-padded, `generate` "
-                "stopping once every row of a batch has ended). One per call: `model.generate` on "
-                f"one response at a time, for the first {plan['sequential_rows']} rows. Real tokens "
-                "are response tokens up to and including EOS; padded positions are those a batch "
-                "runs through beyond them (left padding of prompts, and rows that ended before the "
-                "batch's longest)."
-            ),
+            "setup": notes.sampling_setup(plan),
             "batched": batched,
             "sequential": sequential,
         }
@@ -212,12 +158,7 @@ class Bench:
         pred = slope * x + intercept
         ss_res, ss_tot = float(((y - pred) ** 2).sum()), float(((y - y.mean()) ** 2).sum())
         return {
-            "setup": (
-                "One whole training run through `train_pairs` on the embedded-size model (random "
-                f"weights, synthetic pairs, the `scale={plan['scale']}` settings, one epoch), the "
-                "reference log-probs given; the pipeline's reference pass, checkpointing and model "
-                "saving are not included."
-            ),
+            "setup": notes.runs_setup(plan),
             "points": points,
             "fit": {
                 "seconds_per_1000_pairs": float(slope) * 1000,
@@ -232,16 +173,7 @@ class Bench:
         out = self.piece("optimizer_update", "optimizer update, eager and compiled", "train",
                          spec=spec, steps=self.plan["optimizer_steps"])  # fmt: skip
         return {
-            "setup": (
-                f"The update alone on the parameters of the {spec['name']} model "
-                f"({spec['n_layer']} layers × {spec['n_embd']}, vocabulary {spec['vocab_size']}; "
-                "random weights and gradients, fp32, CPU): `optim.make_optimizer` as training "
-                "builds it, stepped eagerly and through `optim.compiled_step` "
-                "(`scale.train.compile=true`), under a warm-up schedule, "
-                f"{self.plan['optimizer_steps']} updates each; the median excludes the first "
-                "(which compiles). RMSprop is the paper-scale optimizer (torch has no fused "
-                "one); AdamW, the embedded default, is fused already and is not compiled."
-            ),
+            "setup": notes.optimizer_setup(spec, self.plan["optimizer_steps"]),
             **out,
         }
 
@@ -257,22 +189,9 @@ class Bench:
         self.piece("evaluate_kl", "evaluation KL pass", "evaluate", **{**common, "data": eval_data})
         return {
             "isolated": True,
-            "setup": (
-                "Every measured piece ran in a child process of its own; its peak resident set "
-                "(`ru_maxrss` from `os.wait4` on that child) includes the interpreter and its "
-                "imports (the first row: about what any piece starts from). Stage pieces use the "
-                "embedded-size model and synthetic data: SFT = `sft.train_lm` for a few steps at the "
-                "scale's batch and length; sample = `models.sample` over the sample set; reference "
-                "= `reference.batched_logps` over every response; train = `train_pairs`; evaluate = "
-                "`evaluate.kl_to_reference` (its sampling is like the sample row)."
-            ),
+            "setup": notes.MEMORY_SETUP,
             "rows": self.memory,
-            "note": (
-                "A piece's peak is its process's, warm-up and repeats included; it is not the "
-                "pipeline's stage process (which also loads the cache's files, and runs each "
-                "stage in the same process as the ones before it). The data, prompts, classifier, "
-                "score and pairs stages hold no model and are not measured."
-            ),
+            "note": notes.MEMORY_NOTE,
         }
 
     def gpu(self, gpu_json: Path) -> dict:

@@ -21,7 +21,7 @@ def reference_pass(spec: dict, data: dict, scale: str, seed: int = 0) -> dict:
     cfg = syn.compose_cfg(scale)
     samples = syn.make_samples(mspec, dspec, seed)
     model = syn.build_model(mspec, seed).eval()
-    from pipeline.stages.reference import batched_logps
+    from pipeline.modeling.inference import batched_logps
 
     prompts = [
         pr for pr, rs in zip(samples["prompts"], samples["responses"], strict=True) for _ in rs

@@ -3,7 +3,7 @@ on the same model, pairs, batch and lengths:
 
 - ours (``ours.py``): the pipeline's real loop, ``pipeline.stages.train.train_pairs``,
   with the reference log-probs computed beforehand by
-  ``pipeline.stages.reference.batched_logps`` (the reference stage's function), timed
+  ``pipeline.modeling.inference.batched_logps`` (the reference stage's function), timed
   apart;
 - TRL's ``DPOTrainer`` (``trl_side.py``; TRL is no pipeline dependency), configured to
   match, with its reference log-probs precomputed or computed at every step.

@@ -24,30 +24,34 @@ class Mutant:
 MUTANTS = [
     Mutant(
         "train-offset-dropped",
-        "pipeline/stages/train.py",
-        "                beta=cfg.loss.beta,\n                offset=offset,\n",
-        "                beta=cfg.loss.beta,\n",
+        "pipeline/modeling/preference_objective.py",
+        "            beta=self.beta,\n            offset=offset,\n",
+        "            beta=self.beta,\n",
         "ODPO silently trains as DPO; the offset is still computed, validated and logged",
     ),
     Mutant(
         "train-chosen-rejected-swapped",
-        "pipeline/stages/train.py",
-        "policy_chosen, policy_rejected = logps[: len(idx)], logps[len(idx) :]",
-        "policy_rejected, policy_chosen = logps[: len(idx)], logps[len(idx) :]",
+        "pipeline/modeling/preference_objective.py",
+        "policy_chosen_logps, policy_rejected_logps = logps[:half], logps[half:]",
+        "policy_rejected_logps, policy_chosen_logps = logps[:half], logps[half:]",
         "the policy is pushed towards the lower-scored responses",
     ),
     Mutant(
         "train-reference-swapped",
-        "pipeline/stages/train.py",
-        "ref_chosen, ref_rejected = reference_logps[pi, ci], reference_logps[pi, ri]",
-        "ref_chosen, ref_rejected = reference_logps[pi, ri], reference_logps[pi, ci]",
+        "pipeline/modeling/preference_objective.py",
+        "reference_chosen_logps = self.reference_logps[prompt_ids, chosen_ids]\n"
+        "        reference_rejected_logps = self.reference_logps[prompt_ids, rejected_ids]\n",
+        "reference_chosen_logps = self.reference_logps[prompt_ids, rejected_ids]\n"
+        "        reference_rejected_logps = self.reference_logps[prompt_ids, chosen_ids]\n",
         "the reference log-probs of chosen and rejected are crossed",
     ),
     Mutant(
         "train-zero-grad-after-backward",
-        "pipeline/stages/train.py",
-        "            opt.zero_grad(set_to_none=True)\n            loss.backward()\n",
-        "            loss.backward()\n            opt.zero_grad(set_to_none=True)\n",
+        "pipeline/modeling/preference_training.py",
+        "        self.optimizer.zero_grad(set_to_none=True)\n"
+        "        batch_loss, outputs, weights = self.accumulate_gradients(pair_indices)\n",
+        "        batch_loss, outputs, weights = self.accumulate_gradients(pair_indices)\n"
+        "        self.optimizer.zero_grad(set_to_none=True)\n",
         "gradients are cleared before the step: training runs and changes nothing",
     ),
     Mutant(
@@ -67,8 +71,8 @@ MUTANTS = [
     Mutant(
         "sft-lr-not-in-key",
         "pipeline/stages/sft.py",
-        '    sft_params.pop("checkpoint_every", None)',
-        '    sft_params.pop("checkpoint_every", None)\n    sft_params.pop("lr", None)',
+        "        sft_params.pop(name, None)\n",
+        '        sft_params.pop(name, None)\n    sft_params.pop("lr", None)\n',
         "a changed scale.sft.lr silently reuses the old SFT model",
     ),
     Mutant(
@@ -88,7 +92,7 @@ MUTANTS = [
     ),
     Mutant(
         "sample-seed-ignored",
-        "pipeline/stages/sample.py",
+        "pipeline/modeling/inference.py",
         "        generator_seed=seed,",
         "        generator_seed=0,",
         "every seed gets the same sample set",
@@ -116,9 +120,9 @@ MUTANTS = [
     ),
     Mutant(
         "response-mask-off-by-one",
-        "pipeline/modeling/models.py",
-        "        response[b, len(p) : len(s)] = 1.0",
-        "        response[b, len(p) - 1 : len(s)] = 1.0",
+        "pipeline/modeling/batching.py",
+        "    response = ((cols >= starts) & (cols < ends)).float()",
+        "    response = ((cols >= starts - 1) & (cols < ends)).float()",
         "log-probs and KL include the last prompt token's prediction",
     ),
     Mutant(

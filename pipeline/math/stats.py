@@ -1,0 +1,24 @@
+"""Statistics of a binomial proportion (a judge's win rate), as pure functions."""
+
+from __future__ import annotations
+
+import math
+
+Z95 = 1.959964  # the standard normal quantile for a two-sided 95% interval
+
+
+def wilson(wins: int, n: int, z: float = Z95) -> tuple[float, float]:
+    """Wilson score interval for a binomial proportion wins / n; (nan, nan) when n = 0.
+
+    Unlike the normal approximation it stays inside [0, 1] and is not degenerate at 0 or n
+    wins, which a judge's win rate near 0 or 1 on 100 prompts needs."""
+    if n < 0 or not 0 <= wins <= n:
+        raise ValueError(f"wilson needs 0 <= wins <= n, got wins={wins}, n={n}")
+    if n == 0:
+        return (math.nan, math.nan)
+    p = wins / n
+    z2 = z * z
+    center = (p + z2 / (2 * n)) / (1 + z2 / n)
+    half = z / (1 + z2 / n) * math.sqrt(p * (1 - p) / n + z2 / (4 * n * n))
+    # Clamped: at 0 or n wins the bound is exactly 0 or 1, rounding can land a hair outside.
+    return (max(0.0, center - half), min(1.0, center + half))

@@ -1,0 +1,94 @@
+"""A loaded causal LM used for inference: prompt token ids, sampled completions packaged
+with their texts, and per-sequence log-probabilities in batches. Shared by the stages that
+sample (sample, evaluate, judge), that score responses under a model (reference) and by
+tasks that build their own prompts (``Task.prompt_ids``)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+from omegaconf import DictConfig
+from tqdm.auto import tqdm
+
+from pipeline.modeling import models
+from pipeline.modeling import precision as precisions
+from pipeline.modeling.seeding import set_seed
+
+
+def make_prompts(tok, texts: list[str], prompt_tokens: int) -> list[list[int]]:
+    ids = tok(texts, add_special_tokens=False)["input_ids"]
+    return [[models.bos_id(tok), *t[:prompt_tokens]] for t in ids]
+
+
+def generate(
+    model_dir: Path,
+    prompt_texts: list[str],
+    sample_cfg: DictConfig,
+    n_samples: int,
+    seed: int,
+    device: str,
+    temperature: float | None = None,
+    top_p: float | None = None,
+    top_k: int = 0,
+    join=lambda prompt, response: prompt + response,
+    precision: str = "fp32",
+    stats: dict | None = None,
+    prompt_ids=make_prompts,
+) -> dict:
+    """Sample and package prompts, response ids and the scored texts: ``join(prompt text,
+    response text)``. ``temperature``/``top_p`` default to the sample config's values;
+    ``top_k`` 0 samples the full distribution; ``prompt_ids(tok, texts, prompt_tokens)``
+    makes the prompts' token ids (the task's ``prompt_ids``);
+    ``precision`` and ``stats`` as in ``models.sample``."""
+    set_seed(seed)
+    tok = models.load_tokenizer(model_dir)
+    model = models.load_model(model_dir, device, precisions.inference_dtype(precision))
+    prompts = prompt_ids(tok, prompt_texts, sample_cfg.prompt_tokens)
+    responses = models.sample(
+        model,
+        prompts,
+        n_samples=n_samples,
+        max_new_tokens=sample_cfg.max_new_tokens,
+        eos_id=tok.eos_token_id,
+        pad_id=tok.pad_token_id,
+        temperature=sample_cfg.temperature if temperature is None else temperature,
+        top_p=sample_cfg.top_p if top_p is None else top_p,
+        top_k=top_k,
+        batch_size=sample_cfg.batch_size,
+        generator_seed=seed,
+        progress=True,
+        bucket=bool(sample_cfg.get("bucket", False)),
+        precision=precision,
+        stats=stats,
+    )
+    prompt_text = tok.batch_decode(prompts, skip_special_tokens=True)
+    texts = [
+        [join(prompt_text[i], tok.decode(r, skip_special_tokens=True)) for r in rs]
+        for i, rs in enumerate(responses)
+    ]
+    return {"prompts": prompts, "responses": responses, "texts": texts}
+
+
+@torch.no_grad()
+def batched_logps(
+    model,
+    prompts: list[list[int]],
+    responses: list[list[int]],
+    pad_id: int,
+    batch_size: int,
+    precision: str = "fp32",
+) -> np.ndarray:
+    """log pi(response | prompt) per row; under bf16 the forward runs in half
+    precision (as the authors' reference model) and the reduction in float32."""
+    out = []
+    device = next(model.parameters()).device
+    with precisions.autocast(precision, device):
+        for i in tqdm(range(0, len(prompts), batch_size), desc="log-probs", leave=False):
+            out.append(
+                models.sequence_logps(
+                    model, prompts[i : i + batch_size], responses[i : i + batch_size], pad_id
+                ).cpu()
+            )
+    return torch.cat(out).double().numpy()
