@@ -160,7 +160,7 @@ def test_toxicity_splits_from_a_local_rtp_file(fixture: str) -> None:
 def test_toxicity_splits_from_the_hub_layout(monkeypatch: pytest.MonkeyPatch) -> None:
     import datasets
 
-    from pipeline.corpora import real_toxicity_prompts as toxic_data
+    from pipeline.corpora import rtp as toxic_data
 
     records = [
         json.loads(line) for line in (FIXTURES / "rtp_layout.jsonl").read_text().splitlines()

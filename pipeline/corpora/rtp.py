@@ -1,4 +1,4 @@
-"""RealToxicityPrompts: the prompts of the toxicity-control task (the paper's
+"""RealToxicityPrompts (RTP): the prompts of the toxicity-control task (the paper's
 RealToxicityPrompts experiment). Clean text comes from :mod:`pipeline.corpora.xsum` and the
 stand-in scorer from :mod:`pipeline.scoring.profanity`.
 
