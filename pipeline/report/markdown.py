@@ -32,6 +32,21 @@ def markdown_table(header: Sequence[str], rows: Sequence[Sequence[str]], right: 
 
 
 def provenance(runs: pd.DataFrame) -> str:
+    return _scale_provenance(runs) + _model_provenance(runs)
+
+
+def _model_provenance(runs: pd.DataFrame) -> str:
+    """Which model and precision made the rows, when the table records them (a table of
+    the embedded model in fp32 does not)."""
+    parts = []
+    for column in ("base_model", "precision"):
+        values = sorted({str(v) for v in runs.get(column, pd.Series(dtype=object)).dropna()})
+        if values:
+            parts.append(f"{column} " + ", ".join(f"`{v}`" for v in values))
+    return (" Made with " + "; ".join(parts) + ".") if parts else ""
+
+
+def _scale_provenance(runs: pd.DataFrame) -> str:
     scales = sorted({str(s) for s in runs.get("scale", pd.Series(dtype=object)).dropna()})
     scale_text = ", ".join(f"`{s}`" for s in scales) or "not recorded"
     if "stand_in" not in runs.columns or runs["stand_in"].isna().all():

@@ -66,6 +66,9 @@ RUN_COLUMNS = [
 
 
 COLUMNS = IDENTITY + METRICS + RUN_COLUMNS
+# Which model and precision made a row: present only in tables that have them (not the
+# embedded model in fp32), after ``stand_in``.
+MADE_WITH = ["base_model", "precision"]
 
 
 def upsert(table: Path, rows: list[dict], metrics: list[str] = METRICS) -> pd.DataFrame:
@@ -75,6 +78,10 @@ def upsert(table: Path, rows: list[dict], metrics: list[str] = METRICS) -> pd.Da
     columns = IDENTITY + list(metrics) + RUN_COLUMNS
     with FileLock(str(table) + ".lock"):
         old = read(table) if table.is_file() else pd.DataFrame(columns=columns)
+        made = [c for c in MADE_WITH if c in old.columns or any(c in r for r in rows)]
+        at = columns.index("stand_in") + 1
+        columns = columns[:at] + made + columns[at:]
+        old = old.reindex(columns=columns) if made else old
         new = pd.DataFrame(rows).reindex(columns=columns)
         both = pd.concat([df for df in (old, new) if len(df)], ignore_index=True)
         both = both[~identity_keys(both).duplicated(keep="last")]

@@ -34,7 +34,7 @@ from pipeline import tasks
 from pipeline.infra.cache import Artifact, Cache, atomic_write_json
 from pipeline.infra.io import read_jsonl
 from pipeline.math import kl
-from pipeline.modeling import inference, models
+from pipeline.modeling import inference, lora, models
 from pipeline.modeling import precision as precisions
 from pipeline.scoring import scorers
 
@@ -155,7 +155,10 @@ def run(
         per_sample |= task.response_metrics(cfg, rows, [t[0] for t in drawn["texts"]], prompts.path)
         tok = models.load_tokenizer(sft / "model")
         policy_model = models.load_model(policy / "model", cfg.device).eval()
-        sft_model = models.load_model(sft / "model", cfg.device).eval()
+        # Under LoRA the policy with its adapters off: one copy of the model in memory.
+        sft_model = lora.reference_for(
+            policy_model, lambda: models.load_model(sft / "model", cfg.device).eval()
+        )
         kls = kl_to_reference(
             policy_model, sft_model, prompt_ids, responses, tok.pad_token_id, eval_cfg.batch_size
         )

@@ -24,8 +24,10 @@ NOT_IN_KEY = ("scale.eval.batch_size",)
 
 def params(cfg: DictConfig) -> dict:
     """Nothing beyond its inputs and the precision: the SFT model and the sample set
-    decide every log-prob."""
-    return precisions.key(cfg)
+    decide every log-prob. Under bf16 the weights stay float32 under autocast, as the
+    policy's in training (earlier bf16 references loaded bfloat16 weights: a new key)."""
+    extra = {"weights": "float32"} if precisions.of(cfg) == "bf16" else {}
+    return {**precisions.key(cfg), **extra}
 
 
 def run(cfg: DictConfig, cache: Cache, sft: Artifact, samples: Artifact) -> Artifact:
@@ -36,8 +38,8 @@ def run(cfg: DictConfig, cache: Cache, sft: Artifact, samples: Artifact) -> Arti
         prompts = [p for p, n in zip(s["prompts"], sizes, strict=True) for _ in range(n)]
         responses = [r for rs in s["responses"] for r in rs]
         tok = models.load_tokenizer(sft / "model")
-        dtype = precisions.inference_dtype(precisions.of(cfg))
-        model = models.load_model(sft / "model", cfg.device, dtype).eval()
+        # float32 weights under autocast (bf16): the same computation as the policy's
+        model = models.load_model(sft / "model", cfg.device).eval()
         logps = batched_logps(
             model, prompts, responses, tok.pad_token_id, cfg.scale.eval.batch_size,
             precisions.of(cfg),

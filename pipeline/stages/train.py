@@ -20,7 +20,7 @@ from pipeline.infra.errors import ConfigError
 from pipeline.infra.logger import CSVLog, RunLogger
 from pipeline.math.losses import uses_offset
 from pipeline.math.offsets import compute_offset
-from pipeline.modeling import distributed, models
+from pipeline.modeling import distributed, lora, models
 from pipeline.modeling import precision as precisions
 from pipeline.modeling.checkpoint import Checkpointer, PrefixStore
 from pipeline.modeling.preference_training import train_pairs
@@ -78,11 +78,13 @@ def params(cfg: DictConfig) -> dict:
         train_params.pop("grad_accum", None)
     if train_params.get("warmup_fraction") is None:  # warm-up by steps: the key it always had
         train_params.pop("warmup_fraction", None)
+    adapters = lora.spec((cfg.get("model") or {}).get("lora"))
     return {
         **loss_identity(cfg),
         "train": train_params,
         "seed": cfg.seed,
         **precisions.key(cfg),
+        **({"lora": adapters} if adapters else {}),  # full fine-tuning: the key it always had
     }
 
 
@@ -129,6 +131,9 @@ def run(
         tokenizer = models.load_tokenizer(sft / "model")
         policy = models.load_model(sft / "model", group.load_device)  # FSDP: on the host
         policy = models.disable_dropout(policy).train()
+        adapters = lora.spec((cfg.get("model") or {}).get("lora"))
+        if adapters:  # fresh adapters on the SFT model: at step 0 the policy is the reference
+            policy = lora.attach(policy, adapters, cfg.seed)
         log = CSVLog(out / "train_log.csv")
         steps = train_pairs(
             cfg,
@@ -147,10 +152,13 @@ def run(
         )
         log.close()
         # Under FSDP gathered to rank 0 and saved there as one process saves it.
-        group.save_pretrained(policy, out / "model")
+        if adapters:  # the adapter alone, pointing at the SFT model it sits on
+            lora.save(policy, out / "model", sft / "model")
+        else:
+            group.save_pretrained(policy, out / "model")
         group.release()
         if group.is_main:
-            tokenizer.save_pretrained(out / "model")
+            models.save_tokenizer(tokenizer, out / "model")
         seconds = time.perf_counter() - start
         if group.is_main:
             print(

@@ -45,6 +45,9 @@ class Task:
     scorer_metric: str | None = None
     # n_pairs above the pairs available: refused (False), or every pair used (True).
     cap_pairs = False
+    # Whether the prompts are instructions (an instruct model then takes them through its
+    # chat template under model.chat_template=auto) or text to continue (sentiment).
+    chat_prompts = False
 
     # ---- start-up -----------------------------------------------------------------------
 
@@ -97,6 +100,11 @@ class Task:
     def sft_texts(self, rows: list[dict]) -> list[str]:
         """The SFT model's training texts from the training split's rows."""
         return [r["text"] for r in rows]
+
+    def sft_examples(self, rows: list[dict]) -> list[tuple[str, str]]:
+        """SFT examples as (prompt, response): plain text is ("", text); a task whose texts
+        are a prompt and its answer says so, for chat templates (summarize)."""
+        return [("", t) for t in self.sft_texts(rows)]
 
     # ---- responses a task brings itself (task=custom) ----------------------------------
 

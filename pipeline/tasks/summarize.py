@@ -31,7 +31,7 @@ from pipeline.corpora import scored_files, tldr, xsum
 from pipeline.infra.checks import get, number
 from pipeline.infra.errors import ConfigError, DataError
 from pipeline.infra.io import read_jsonl
-from pipeline.modeling import models
+from pipeline.modeling import models, sequences
 from pipeline.scoring.rater import RATER_VERSION, SummaryRater, relative_ratings
 from pipeline.tasks.base import Task, heldout_split
 
@@ -41,6 +41,7 @@ PROMPT_FILES = ("sample_prompts.jsonl", "eval_prompts.jsonl")
 
 class Summarize(Task):
     name = "summarize"
+    chat_prompts = True  # "article ... TL;DR:" is an instruction to an instruct model
     metric = "rater_score"
     metric_label = "eval rater score (offline rater, 0-1)"
     higher_is_better = True
@@ -115,6 +116,12 @@ class Summarize(Task):
         heldout = [_row(r["id"], r["prompt"], r["reference"]) for r in test]
         return train, heldout
 
+    def sft_examples(self, rows: list[dict]) -> list[tuple[str, str]]:
+        # (prompt ending "TL;DR:", " " + the human summary): one user turn and its answer
+        # under a chat template; the article chunks stay plain text.
+        pairs = [(r["text"], " " + r["reference"]) for r in rows if r.get("reference")]
+        return pairs + [("", c) for r in rows for c in r.get("chunks", [])]
+
     def sft_texts(self, rows: list[dict]) -> list[str]:
         # "TL;DR:" then a space and the human summary; the rated posts are not SFT text.
         # Stand-in rows may add their article in chunks (data.chunk_words) as plain text.
@@ -188,7 +195,7 @@ class Summarize(Task):
         bodies = [tldr.article_of(t) for t in texts]
         keep = max(prompt_tokens - len(suffix), 1)
         ids = tok(bodies, add_special_tokens=False)["input_ids"]
-        return [[models.bos_id(tok), *body[:keep], *suffix] for body in ids]
+        return [sequences.frame_prompt(tok, [*body[:keep], *suffix]) for body in ids]
 
     def rater(self, prompts: Path) -> SummaryRater:
         """The offline rater, its word weights from the documents of every prompt row

@@ -1,0 +1,133 @@
+"""Pretrained instruct models (conf/model/): a tiny LLaMA-architecture model with a ChatML
+template (tests/tiny_llama.py) through the whole micro pipeline, with and without LoRA;
+the adapter-disabled reference; a resumed LoRA run; bf16 autocast's first DPO loss."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import torch
+
+from pipeline.modeling import lora, models, sequences
+from pipeline.modeling import precision as precisions
+from tests import tiny_llama
+from tests.conftest import micro_config, run_cli, run_in_process
+
+
+@pytest.fixture(scope="module")
+def llama(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tiny_llama.build(tmp_path_factory.mktemp("llama") / "lm")
+
+
+def _model_args(llama: Path, *extra: str) -> list[str]:
+    # n_pairs 30: a random tiny model's samples tie often (39 distinct-score pairs here).
+    return ["model=hf", f"model.path={llama}", "loss=dpo", "n_pairs=30", *extra]
+
+
+def _artifact(tmp: Path, stage: str) -> Path:
+    found = [p for p in (tmp / "cache" / stage).glob("*") if (p / "manifest.json").is_file()]
+    assert len(found) == 1, found
+    return found[0]
+
+
+def test_llama_with_chat_template_and_lora_runs_end_to_end(llama: Path, tmp_path: Path) -> None:
+    done = run_in_process(_model_args(llama, "model.chat_template=true"), tmp_path)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    table = pd.read_csv(tmp_path / "results" / "runs.csv")
+    assert sorted(table["loss"]) == ["dpo", "sft"]
+    assert set(table["base_model"]) == {"hf"}
+    assert set(table["precision"]) == {precisions.resolve("auto", "cpu", cpu_bf16=True)}
+    sft = _artifact(tmp_path, "sft") / "model"
+    assert json.loads((sft / sequences.FORMAT_FILE).read_text()) == {"bos": False, "chat": True}
+    policy = _artifact(tmp_path, "train") / "model"
+    # The policy saved is the adapter, far smaller than the model, on the SFT folder.
+    assert lora.is_adapter(policy) and lora.base_of(policy) == sft.resolve()
+    assert not list(policy.glob("model*.safetensors"))
+    adapter = (policy / "adapter_model.safetensors").stat().st_size
+    assert adapter < (sft / "model.safetensors").stat().st_size
+    # Prompts went through the template; the scored texts hold no template token.
+    tok = models.load_tokenizer(sft)
+    before, after = sequences.chat_frame(tok)
+    evaluations = list((tmp_path / "cache" / "evaluate").glob("*/samples.json"))
+    assert len(evaluations) == 2  # SFT's and the policy's
+    for s in [s for e in evaluations for s in json.loads(e.read_text())]:
+        ids = s["prompt_ids"]
+        assert ids[: len(before)] == before and ids[-len(after) :] == after
+        assert "<|im_start|>" not in s["text"] and "<|im_end|>" not in s["text"]
+    # Policy and reference computed alike (bf16 autocast on float32 weights where the CPU
+    # has bf16): DPO's first loss is log 2.
+    log = pd.read_csv(_artifact(tmp_path, "train") / "train_log.csv")
+    assert abs(log["train/loss"].iloc[0] - math.log(2)) < 1e-3
+    # SFT measured the loaded model on held-out text before and after.
+    info = json.loads((_artifact(tmp_path, "sft") / "manifest.json").read_text())["info"]
+    assert math.isfinite(info["heldout_loss_before"]) and math.isfinite(info["heldout_loss_after"])
+
+
+def test_llama_without_lora_or_template_runs_end_to_end(llama: Path, tmp_path: Path) -> None:
+    args = _model_args(llama, "model.lora=null", "model.chat_template=false", "precision=fp32")
+    done = run_in_process(args, tmp_path)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    sft = _artifact(tmp_path, "sft") / "model"
+    # bos=auto: SmolLM2-like BOS <|im_start|> is a chat token, so plain text starts bare.
+    assert json.loads((sft / sequences.FORMAT_FILE).read_text()) == {"bos": False, "chat": False}
+    policy = _artifact(tmp_path, "train") / "model"
+    assert not lora.is_adapter(policy) and (policy / "model.safetensors").is_file()
+    table = pd.read_csv(tmp_path / "results" / "runs.csv")
+    assert set(table["precision"]) == {"fp32"}
+
+
+def test_adapter_disabled_reference_is_the_sft_model_exactly(llama: Path) -> None:
+    sft = models.load_model(llama).eval()
+    policy = lora.attach(models.load_model(llama), lora.spec({"r": 4, "alpha": 8}), seed=0)
+    with torch.no_grad():  # move the adapters off zero, so the policy differs from SFT
+        for name, p in policy.named_parameters():
+            if "lora_B" in name:
+                p.normal_(0, 0.5)
+    prompts, responses = [[5, 6, 7], [8, 9]], [[10, 11, 12, 13], [14, 15]]
+    with torch.no_grad():
+        want = models.sequence_logps(sft, prompts, responses, pad_id=0)
+        got = models.sequence_logps(lora.Reference(policy), prompts, responses, pad_id=0)
+        moved = models.sequence_logps(policy, prompts, responses, pad_id=0)
+    assert torch.equal(got, want)
+    assert not torch.allclose(moved, want)
+
+
+def test_chat_template_true_without_a_template_is_refused(tmp_path: Path) -> None:
+    from pipeline.infra.errors import ConfigError
+
+    tok = models.train_bpe_tokenizer(["a b c d e f"] * 20, 280)
+    with pytest.raises(ConfigError, match="model.chat_template"):
+        sequences.resolve(tok, True, True, instructions=True)
+
+
+def test_auto_precision_is_bf16_only_where_the_model_and_cpu_allow(tmp_path: Path) -> None:
+    embedded = micro_config(tmp_path)
+    assert precisions.of(embedded) == "fp32"  # the committed grids' precision
+    smol = micro_config(tmp_path, "model=smollm2")
+    assert precisions.of(smol) == ("bf16" if precisions.cpu_has_bf16() else "fp32")
+
+
+def test_resumed_lora_run_equals_an_uninterrupted_one(llama: Path, tmp_path: Path) -> None:
+    from safetensors.torch import load_file
+
+    args = _model_args(llama, "model.chat_template=true")
+    whole, cut = tmp_path / "whole", tmp_path / "cut"
+    run_cli(args, whole)
+    killed = run_cli(args, cut, env={"PIPELINE_KILL_AT": "train:step:1"}, check=False)
+    assert killed.returncode != 0
+    checkpoints = list((cut / "cache").rglob("*.pt"))
+    assert checkpoints, "the killed run left no checkpoint"
+    # Adapters only in the checkpoint: the frozen base is the SFT model on disk.
+    saved = torch.load(checkpoints[0], weights_only=True)["model"]
+    assert saved and all("lora_" in k for k in saved)
+    run_cli(args, cut)
+    a = load_file(_artifact(whole, "train") / "model" / "adapter_model.safetensors")
+    b = load_file(_artifact(cut, "train") / "model" / "adapter_model.safetensors")
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    log_a = (_artifact(whole, "train") / "train_log.csv").read_text()
+    log_b = (_artifact(cut, "train") / "train_log.csv").read_text()
+    assert log_a == log_b
