@@ -12,7 +12,7 @@ SENTIMENT := -m experiment=sentiment
 # A first look: 6 runs of the sentiment grid (one seed, one size, 3 betas, DPO and ODPO).
 DEMO := -m experiment=sentiment seed=0 n_pairs=5000 loss.beta=0.1,1,5 results_dir=results/demo
 
-.PHONY: help setup data test lint format sentiment toxicity summarize ablations study demo figures chaos clean mutants bench train-fsdp
+.PHONY: help setup data test lint format sentiment toxicity summarize sentiment-smollm2 summarize-smollm2 ablations study demo figures chaos clean mutants bench train-fsdp
 
 help: ## list every target
 	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -58,6 +58,13 @@ toxicity: $(STAMP) ## the paper's toxicity grid (72 runs) at the embedded scale 
 
 summarize: $(STAMP) data ## summarization: SFT, DPO and ODPO judged at 5 temperatures (embedded stand-in) -> results/summarize/
 	$(PY) -m pipeline -m experiment=summarize $(ARGS)
+
+sentiment-smollm2: $(STAMP) data ## sentiment with SmolLM2-135M + LoRA, bf16 (20 runs, ~80 min here) -> results/smollm2/sentiment/
+	$(PY) -m pipeline -m experiment=sentiment_smollm2 $(ARGS)
+	$(PY) -m pipeline.report.study results/smollm2 --cache-dir $(CACHE)
+
+summarize-smollm2: $(STAMP) data ## summarization with SmolLM2-135M + LoRA, judged at 5 temperatures -> results/smollm2/summarize/
+	$(PY) -m pipeline -m experiment=summarize_smollm2 $(ARGS)
 
 ablations: $(STAMP) ## both ablations (scaling function, alpha) at the embedded scale -> results/ablation_*/
 	$(PY) -m pipeline -m experiment=ablation_scaling $(ARGS)
