@@ -131,3 +131,12 @@ def test_resumed_lora_run_equals_an_uninterrupted_one(llama: Path, tmp_path: Pat
     log_a = (_artifact(whole, "train") / "train_log.csv").read_text()
     log_b = (_artifact(cut, "train") / "train_log.csv").read_text()
     assert log_a == log_b
+
+
+def test_sft_that_makes_a_pretrained_model_worse_is_warned_about() -> None:
+    from pipeline.stages.sft import worse_warning
+
+    message = worse_warning(3.5, 3.9, 3e-3)
+    assert message and "WARNING" in message and "scale.sft.lr=0.003" in message
+    assert "3.500 -> 3.900" in message
+    assert worse_warning(3.5, 3.4, 3e-3) is None and worse_warning(3.5, 3.5, 3e-3) is None

@@ -150,11 +150,9 @@ def run(cfg: DictConfig, cache: Cache, data: Artifact) -> Artifact:
             f" held-out loss {before:.3f} -> {after:.3f} ({len(check)} texts, {precision}"
             f"{how})"
         )
-        if pretrained and after > before:
-            print(
-                f"[sft] WARNING: fine-tuning made the pretrained model worse on held-out text "
-                f"({before:.3f} -> {after:.3f} nats/token): lower scale.sft.lr={sft_cfg.lr}"
-            )
+        warning = worse_warning(before, after, sft_cfg.lr) if pretrained else None
+        if warning:
+            print(warning)
         return {
             "final_loss": final_loss,
             "n_params": n_params,
@@ -166,6 +164,17 @@ def run(cfg: DictConfig, cache: Cache, data: Artifact) -> Artifact:
         }
 
     return cache.stage("sft", params(cfg), [data], build, version=VERSION)
+
+
+def worse_warning(before: float, after: float, lr: float) -> str | None:
+    """The warning for a pretrained model that SFT made worse on held-out text (None when
+    it did not): the usual cause is a from-scratch learning rate."""
+    if not after > before:
+        return None
+    return (
+        f"[sft] WARNING: fine-tuning made the pretrained model worse on held-out text "
+        f"({before:.3f} -> {after:.3f} nats/token): lower scale.sft.lr={lr}"
+    )
 
 
 # Held-out SFT texts whose loss is measured before and after SFT (the first ones, fixed).
