@@ -140,3 +140,36 @@ def test_sft_that_makes_a_pretrained_model_worse_is_warned_about() -> None:
     assert message and "WARNING" in message and "scale.sft.lr=0.003" in message
     assert "3.500 -> 3.900" in message
     assert worse_warning(3.5, 3.4, 3e-3) is None and worse_warning(3.5, 3.5, 3e-3) is None
+
+
+def test_lora_runs_share_a_prefix_and_keep_weights_false_deletes_adapters(
+    llama: Path, tmp_path: Path
+) -> None:
+    from safetensors.torch import load_file
+
+    shared, alone = tmp_path / "shared", tmp_path / "alone"
+    base = _model_args(llama)[:-1]  # without n_pairs
+    assert run_in_process([*base, "n_pairs=16"], shared).returncode == 0
+    longer = run_in_process([*base, "n_pairs=30"], shared)
+    assert longer.returncode == 0 and "shorter run's: resumed" in longer.stdout
+    assert (
+        run_in_process([*base, "n_pairs=30", "scale.train.share_prefix=false"], alone).returncode
+        == 0
+    )
+
+    def adapter(tmp: Path, steps: int) -> dict:
+        for path in (tmp / "cache" / "train").glob("*/train_log.csv"):
+            if len(path.read_text().splitlines()) == steps + 1:
+                return load_file(path.parent / "model" / "adapter_model.safetensors")
+        raise AssertionError(f"no run of {steps} steps")
+
+    a, b = adapter(shared, 2), adapter(alone, 2)  # 30 pairs, batch 16: 2 steps
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+    gone = tmp_path / "gone"
+    assert run_in_process([*base, "n_pairs=30", "keep_weights=false"], gone).returncode == 0
+    assert not list((gone / "cache" / "train").glob("*/model/*.safetensors"))
+    again = run_in_process(
+        [*base, "n_pairs=30", "keep_weights=false", "scale.eval.seed=99", "fresh_table=true"], gone
+    )
+    assert again.returncode == 0 and "weights were deleted; training again" in again.stdout

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import os
+import warnings
 from pathlib import Path
 
 import torch
@@ -20,6 +21,8 @@ import torch
 from pipeline.infra.errors import ConfigError
 
 BASE_FILE = "adapter_base.json"
+# peft 0.21 asks transformers 5.23 a deprecated question at every wrap: noise in every run's log.
+warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
 
 
 def spec(lora_cfg) -> dict | None:
