@@ -33,17 +33,15 @@ from __future__ import annotations
 import atexit
 import os
 from datetime import timedelta
-from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 from omegaconf import DictConfig
 
 from pipeline.infra.errors import ConfigError
-from pipeline.modeling import checkpoint, lora
 from pipeline.modeling import precision as precisions
 from pipeline.modeling.fsdp import Group
+from pipeline.modeling.one_process import OneProcess
 
 MODES = ("none", "fsdp")
 LAUNCH_HINT = (
@@ -92,12 +90,6 @@ def check(cfg: DictConfig) -> None:
         )
     if name == "none":
         return
-    if lora.spec((cfg.get("model") or {}).get("lora")):
-        raise ConfigError(
-            f"model.lora with distributed={name}: sharding LoRA adapters is not supported yet; "
-            "a LoRA policy of a model this size trains in one process (model.lora=null for "
-            "full fine-tuning under FSDP)"
-        )
     if "WORLD_SIZE" not in os.environ:
         raise ConfigError(
             f"distributed={name} trains one policy over several processes; start them with "
@@ -181,74 +173,6 @@ def agree(cfg: DictConfig, flag: Any) -> bool:
     return bool(flag) if g is None else g.agree(bool(flag))
 
 
-class OneProcess:
-    """The group of one a run without a launcher trains in: rank 0 of 1 on ``device``,
-    with ``fsdp.Group``'s methods. Its collectives return what they are given, the
-    policy is neither sharded nor gathered, and its reductions are the plain sums and
-    means over the batch, the very operations one process has always run: the weighted
-    form with weights all 1 is the same value, but not always the same float bits (a
-    device may compute a mean otherwise than as the sum over n)."""
-
-    rank, world, is_main = 0, 1, True
-
-    def __init__(self, device: str | torch.device) -> None:
-        self.device = self.load_device = torch.device(str(device))
-
-    # -- collectives: over one rank, identities
-    def broadcast(self, obj: Any) -> Any:
-        return obj
-
-    def agree(self, flag: bool) -> bool:
-        return bool(flag)
-
-    def sum(self, t: torch.Tensor) -> torch.Tensor:
-        return t
-
-    # -- the batch: all of it here, every pair real (weight 1)
-    def local(self, idx: np.ndarray) -> tuple[np.ndarray, torch.Tensor]:
-        return idx, torch.ones(len(idx))
-
-    def batch_share(
-        self, losses: torch.Tensor, weights: torch.Tensor, batch_size: int
-    ) -> torch.Tensor:
-        return losses.sum() / batch_size
-
-    def backward(self, share: torch.Tensor) -> None:
-        share.backward()
-
-    def batch_means(
-        self, values: list[torch.Tensor], weights: torch.Tensor, batch_size: int
-    ) -> list[torch.Tensor]:
-        return [v.mean() for v in values]
-
-    def full_norm(self, norm: torch.Tensor) -> torch.Tensor:
-        return norm
-
-    # -- the model and its checkpoints: as they are
-    def prepare(self, policy: torch.nn.Module, opt: Any) -> tuple[torch.nn.Module, Any]:
-        return policy, opt
-
-    def release(self) -> None:
-        pass
-
-    def save_pretrained(self, policy: torch.nn.Module, directory: Path) -> None:
-        policy.save_pretrained(directory)
-
-    def load(self, checkpointer: Any) -> dict[str, Any] | None:
-        return checkpointer.load() if checkpointer is not None else None
-
-    def restore(
-        self, saved: dict[str, Any], policy: torch.nn.Module, opt: Any, sched: Any,
-        gen: torch.Generator,
-    ) -> None:  # fmt: skip
-        checkpoint.restore_loop(saved, policy, opt, sched, gen)
-
-    def loop_state(
-        self, policy: torch.nn.Module, opt: Any, sched: Any, gen: torch.Generator, **position: Any
-    ) -> dict[str, Any]:
-        return checkpoint.loop_state(policy, opt, sched, gen, **position)
-
-
 def _accelerator(s: dict) -> Any:
     from accelerate import Accelerator, FullyShardedDataParallelPlugin
     from accelerate.state import PartialState
@@ -289,6 +213,16 @@ def _accelerator(s: dict) -> Any:
     if acc.distributed_type != DistributedType.FSDP or not acc.is_fsdp2:
         raise RuntimeError(f"accelerate set up {acc.distributed_type}, not FSDP2")
     return acc
+
+
+def finish(cfg: DictConfig) -> None:
+    """Every rank of a launch leaves a run together: the followers wait here for rank 0's
+    evaluation and tables. A follower that left at once tore its process group down while
+    rank 0 still worked, and now and then aborted there ("terminate called without an
+    active exception"), which failed the whole launch."""
+    launch = group(cfg)
+    if launch is not None:
+        launch.broadcast(None)
 
 
 def _close() -> None:

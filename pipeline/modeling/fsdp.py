@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from pipeline.modeling import models
+from pipeline.modeling import lora, models
 
 # ---- the batch: each rank's share ----------------------------------------------------
 
@@ -149,12 +149,18 @@ class Group:
         options = StateDictOptions(full_state_dict=True, cpu_offload=True)
         return get_model_state_dict(policy, options=options)
 
-    def save_pretrained(self, policy: torch.nn.Module, directory: Path) -> None:
+    def save_pretrained(
+        self, policy: torch.nn.Module, directory: Path, base: Path | None = None
+    ) -> None:
         """Gather the weights (a collective) and save them on rank 0 as a one-process run
         would: an unsharded copy of the model, built on the meta device and given the
-        gathered tensors, then ``save_pretrained``."""
+        gathered tensors, then ``save_pretrained``; under LoRA the adapter alone."""
         state = self.full_state(policy)
-        if self.is_main:
+        if not self.is_main:
+            return
+        if lora.is_peft(policy):
+            lora.save(policy, directory, base, state=state)
+        else:
             plain_model(policy, state).save_pretrained(directory)
 
     # -- checkpoints: the file a one-process run writes, whatever the world size
@@ -177,7 +183,11 @@ class Group:
         optim_state = get_optimizer_state_dict(policy, opt, options=options)
         if not self.is_main:
             return None
-        model_state = plain_model(policy, model_state).state_dict()
+        if lora.is_peft(policy):  # the adapters alone, as a one-process LoRA checkpoint
+            names = lora.trainable_names(policy) or set()
+            model_state = {k: v for k, v in model_state.items() if k in names}
+        else:
+            model_state = plain_model(policy, model_state).state_dict()
         optim_state = _numbered(optim_state, _names(policy))
         shims = [
             types.SimpleNamespace(state_dict=lambda s=s: s) for s in (model_state, optim_state)
@@ -210,7 +220,9 @@ class Group:
             set_optimizer_state_dict,
         )
 
-        options = StateDictOptions(full_state_dict=True, broadcast_from_rank0=True)
+        # Under LoRA the checkpoint holds the adapters only: the rest is the SFT model.
+        strict = not lora.is_peft(policy)
+        options = StateDictOptions(full_state_dict=True, broadcast_from_rank0=True, strict=strict)
         model_state, optim_state = saved["model"], saved["optimizer"]
         if self.is_main:
             optim_state = _named(optim_state, _names(policy))
@@ -238,8 +250,9 @@ def plain_model(policy: torch.nn.Module, state: dict[str, torch.Tensor]) -> torc
 
 
 def _names(policy: torch.nn.Module) -> list[str]:
-    """Parameter names in the order the optimizer numbers them (tied ones once)."""
-    return [name for name, _ in policy.named_parameters()]
+    """Names of the trained parameters in the order the optimizer numbers them (tied ones
+    once; under LoRA the adapters alone, as the loop builds its optimizer)."""
+    return [name for name, p in policy.named_parameters() if p.requires_grad]
 
 
 def _numbered(state: dict, names: list[str]) -> dict:

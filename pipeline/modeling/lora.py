@@ -80,10 +80,21 @@ def merged(model: torch.nn.Module) -> torch.nn.Module:
     return model.merge_and_unload() if is_peft(model) else model
 
 
-def save(model: torch.nn.Module, directory: Path, base: Path) -> None:
-    """The adapter alone, and where its base model lies relative to it."""
+def save(model: torch.nn.Module, directory: Path, base: Path, state: dict | None = None) -> None:
+    """The adapter alone (peft's file layout, which ``load`` reads), and where its base
+    model lies relative to it. ``state``: the model's full state when it is not the
+    model's own (gathered from the shards of an FSDP launch)."""
+    from peft.utils import get_peft_model_state_dict
+    from safetensors.torch import save_file
+
     directory = Path(directory)
-    model.save_pretrained(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    adapter = get_peft_model_state_dict(model, state_dict=state)
+    adapter = {k: v.detach().cpu().contiguous() for k, v in adapter.items()}
+    save_file(adapter, str(directory / "adapter_model.safetensors"), metadata={"format": "pt"})
+    config = model.peft_config["default"]
+    config.inference_mode = True
+    config.save_pretrained(str(directory))
     rel = os.path.relpath(Path(base).resolve(), directory.resolve())
     (directory / BASE_FILE).write_text(json.dumps({"base": rel}) + "\n")
 

@@ -12,8 +12,8 @@ from omegaconf import DictConfig
 from pipeline.math.losses import LOSSES, PreferenceOutput
 from pipeline.modeling import models
 from pipeline.modeling import precision as precisions
-from pipeline.modeling.distributed import OneProcess
 from pipeline.modeling.fsdp import Group
+from pipeline.modeling.one_process import OneProcess
 
 METRIC_NAMES = (
     "train/loss",

@@ -34,8 +34,8 @@ from pipeline.math.losses import PreferenceOutput
 from pipeline.modeling import lora
 from pipeline.modeling import precision as precisions
 from pipeline.modeling.checkpoint import Checkpointer, PrefixStore
-from pipeline.modeling.distributed import OneProcess
 from pipeline.modeling.fsdp import Group
+from pipeline.modeling.one_process import OneProcess
 from pipeline.modeling.optim import compiled_step, make_optimizer
 from pipeline.modeling.preference_objective import PreferenceObjective
 

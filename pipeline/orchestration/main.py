@@ -69,8 +69,9 @@ def run_experiment(cfg: DictConfig) -> dict:
                 )
                 cache.discard(arts["train"])
             walk(("train",), train={"logger": logger})
-        if not lead:  # rank 0 evaluates and records the run
+        if not lead:  # rank 0 evaluates and records the run; this rank waits for it
             failed = False
+            distributed.finish(cfg)
             return row
         if not arts["train"].computed:
             record.replay_training(logger, arts["train"])
@@ -83,6 +84,7 @@ def run_experiment(cfg: DictConfig) -> dict:
         logger.finish(failed=failed)
 
     record.write_tables(cfg, task, base, row, wins)
+    distributed.finish(cfg)  # the followers leave with rank 0
     print(f"[run] {record.run_name(cfg)}: "
           f"{task.describe(row, base, arts['classifier'].info if arts['classifier'] else {})}, "
           f"{time.perf_counter() - t0:.1f}s")  # fmt: skip

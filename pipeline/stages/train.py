@@ -152,10 +152,8 @@ def run(
         )
         log.close()
         # Under FSDP gathered to rank 0 and saved there as one process saves it.
-        if adapters:  # the adapter alone, pointing at the SFT model it sits on
-            lora.save(policy, out / "model", sft / "model")
-        else:
-            group.save_pretrained(policy, out / "model")
+        # Under LoRA the adapter alone, pointing at the SFT model it sits on.
+        group.save_pretrained(policy, out / "model", base=sft / "model")
         group.release()
         if group.is_main:
             models.save_tokenizer(tokenizer, out / "model")
