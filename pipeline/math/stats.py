@@ -20,5 +20,6 @@ def wilson(wins: int, n: int, z: float = Z95) -> tuple[float, float]:
     z2 = z * z
     center = (p + z2 / (2 * n)) / (1 + z2 / n)
     half = z / (1 + z2 / n) * math.sqrt(p * (1 - p) / n + z2 / (4 * n * n))
-    # Clamped: at 0 or n wins the bound is exactly 0 or 1, rounding can land a hair outside.
-    return (max(0.0, center - half), min(1.0, center + half))
+    # Clamped: the interval always holds p (at 0 or n wins a bound is exactly 0 or 1), and
+    # rounding could land a bound a hair past p or outside [0, 1] (4 of 4 gave 0.99999...).
+    return (max(0.0, min(p, center - half)), min(1.0, max(p, center + half)))
