@@ -65,8 +65,17 @@ def pair_offsets(cfg: DictConfig, pairs: dict) -> torch.Tensor | None:
 
 
 def check_offsets(cfg: DictConfig, pairs: Artifact) -> None:
-    """Refuse an offset that is undefined on these pairs before any training starts."""
-    pair_offsets(cfg, artifacts.pairs(pairs))
+    """Refuse an offset that is undefined on these pairs before any training starts, and
+    say how many pairs get no positive offset: with ``log_diff`` two ratings one apart
+    give Delta = 0 (plain DPO) and closer ones a negative offset (less than DPO asks)."""
+    offsets = pair_offsets(cfg, artifacts.pairs(pairs))
+    if offsets is None or not distributed.is_main():
+        return
+    low = int((offsets <= 0).sum())
+    print(
+        f"[pairs] {cfg.offset.name}, alpha {cfg.loss.alpha:g}: {low} of {len(offsets)} pairs "
+        f"get an offset <= 0 (min {float(offsets.min()):.3g}, mean {float(offsets.mean()):.3g})"
+    )
 
 
 def params(cfg: DictConfig) -> dict:

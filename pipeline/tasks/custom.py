@@ -1,7 +1,9 @@
-"""Your own scored data as a task: ``python -m pipeline task=custom data.path=<file.jsonl>``.
+"""Your own scored data as a task: ``python -m pipeline task=custom data.path=<file>``.
 
-The file holds prompts with responses and a score for each (grouped or flat rows, see
-``pipeline.corpora.scored_files``). A fixed, seeded share of the prompts is held out; the rest are
+The data holds prompts with responses and a score for each, in any layout
+``data.layout`` names (grouped, flat, pairs, nested; ``auto`` detects it, see
+``pipeline.corpora.scored_layouts``), from a JSONL/JSON/CSV/parquet file, a saved
+``datasets`` folder or ``data.hf_name``. A fixed, seeded share of the prompts is held out; the rest are
 the training groups: every pair of their responses with different scores is a candidate
 pair (ties form none), and the scores are the training scores (the offsets' input).
 Nothing is sampled for training. The SFT model is ``scale.model.pretrained`` when given,
@@ -21,15 +23,17 @@ from pathlib import Path
 import numpy as np
 from omegaconf import DictConfig
 
-from pipeline.corpora import scored_files
-from pipeline.infra.checks import at_most, data_file, get, number
+from pipeline.corpora import scored_files, scored_layouts, scored_sources
+from pipeline.corpora.scored_groups import TRANSFORMS
+from pipeline.infra.checks import at_most, choice, data_file, get, number
 from pipeline.infra.errors import ConfigError, DataError
 from pipeline.math.losses import uses_offset
 from pipeline.modeling import models
 from pipeline.modeling.inference import batched_logps, make_prompts
 from pipeline.tasks.base import Task
 
-FIELDS = ("prompt_field", "response_field", "responses_field", "score_field", "scores_field")
+FIELDS = scored_layouts.FIELD_KEYS
+SOURCE = ("path", "hf_name", "split", "revision")
 
 
 class Custom(Task):
@@ -46,10 +50,13 @@ class Custom(Task):
     def check(self, cfg: DictConfig) -> None:
         """Everything the file decides, at start-up: a malformed line (with its file and
         line), no pair to train on or to evaluate, log_ratio on a score <= 0."""
-        path = data_file(cfg)
+        path = _check_source(cfg)
+        choice(cfg, "data.layout", scored_layouts.LAYOUTS)
+        choice(cfg, "data.score_transform", TRANSFORMS)
         for key in FIELDS:
-            if not isinstance(get(cfg, f"data.{key}"), str):
-                raise ConfigError(f"data.{key}={get(cfg, f'data.{key}')!r} must be a field name")
+            value = get(cfg, f"data.{key}")
+            if value is not None and (not isinstance(value, str) or not value.strip()):
+                raise ConfigError(f"data.{key}={value!r} must be a field name (or null)")
         number(cfg, "data.heldout_fraction")
         at_most(cfg, "data.heldout_fraction", 1, strict=True)
         number(cfg, "data.split_seed", strict=False, integer=True)
@@ -67,17 +74,23 @@ class Custom(Task):
                 group = data.groups[i]
                 for score, line in zip(group.scores, group.lines, strict=True):
                     if score <= 0 and len(set(group.scores)) > 1:
+                        hint = (f"; data.score_transform={data.transform} negates the scores, "
+                                "so use offset=log_diff or diff"
+                                if data.transform != "identity" else "")  # fmt: skip
                         raise ConfigError(
-                            f"offset=log_ratio needs scores > 0, but {path} line {line} "
-                            f"has score {score}"
+                            f"offset=log_ratio needs scores > 0, but {data.row(line)} "
+                            f"has score {score}{hint}"
                         )
 
     def split(self, cfg: DictConfig) -> tuple[scored_files.ScoredData, np.ndarray, np.ndarray]:
-        """The file's groups and the seeded (training, held-out) group indices."""
-        path = Path(cfg.data.path).expanduser()
-        fields = tuple(cfg.data[key] for key in FIELDS)
-        return _split(path, path.stat().st_mtime_ns, fields, float(cfg.data.heldout_fraction),
-                      int(cfg.data.split_seed))  # fmt: skip
+        """The data's groups and the seeded (training, held-out) group indices."""
+        source = tuple(get(cfg, f"data.{key}") for key in SOURCE)
+        path = source[0]
+        stamp = repr(scored_sources.fingerprint(path)) if path is not None else ""
+        fields = tuple(get(cfg, f"data.{key}") for key in FIELDS)
+        layout, transform = get(cfg, "data.layout"), get(cfg, "data.score_transform")
+        read = (source, layout or "auto", fields, transform or "auto")
+        return _split(read, stamp, float(cfg.data.heldout_fraction), int(cfg.data.split_seed))
 
     def pairs_used(self, cfg: DictConfig) -> int:
         """n_pairs, or every training pair when the file gives fewer (said in the log)."""
@@ -90,6 +103,8 @@ class Custom(Task):
         print(scored_files.summary_line(data) + f"; {len(heldout)} prompts held out")
 
         def rows(indices: np.ndarray) -> list[dict]:
+            # "text" is the prompt as text; a chat prompt also has "messages" (the list of
+            # {role, content} to render with the model's chat template).
             return [
                 {
                     "text": g.prompt,
@@ -97,6 +112,7 @@ class Custom(Task):
                     "responses": g.responses,
                     "scores": g.scores,
                     "lines": g.lines,
+                    **({"messages": g.prompt_messages} if g.prompt_messages is not None else {}),
                 }  # fmt: skip
                 for g in (data.groups[i] for i in indices)
             ]
@@ -125,9 +141,9 @@ class Custom(Task):
         eos, limit = tok.eos_token_id, cfg.scale.sample.prompt_tokens
         positions = models.max_positions(model_dir)
         prompts = make_prompts(tok, [r["text"] for r in rows], limit)
-        responses = []
+        responses, at = [], self.split(cfg)[0].row
         for row, prompt in zip(rows, prompts, strict=True):
-            where = f"{cfg.data.path} line {row['lines'][0]}"
+            where = at(row["lines"][0])
             if len(tok(row["text"], add_special_tokens=False)["input_ids"]) > limit:
                 raise DataError(
                     f"{where}: the prompt is longer than scale.sample.prompt_tokens={limit} tokens"
@@ -136,11 +152,11 @@ class Custom(Task):
             group = [[*r, eos] for r in ids]
             for k, response in enumerate(group):
                 if eos in response[:-1]:
-                    raise DataError(f"{cfg.data.path} line {row['lines'][k]}: a response "
+                    raise DataError(f"{at(row['lines'][k])}: a response "
                                     f"contains the end-of-text token {tok.eos_token!r}")  # fmt: skip
                 if positions is not None and len(prompt) + len(response) > positions:
                     raise DataError(
-                        f"{cfg.data.path} line {row['lines'][k]}: prompt + response are "
+                        f"{at(row['lines'][k])}: prompt + response are "
                         f"{len(prompt) + len(response)} tokens (with BOS and EOS), more than "
                         f"the model's {positions} positions"
                     )
@@ -176,13 +192,41 @@ class Custom(Task):
         return {"pair_accuracy": (np.sign(margin) + 1) / 2, "margin": margin}
 
 
+def _check_source(cfg: DictConfig) -> str:
+    """data.path (a file or a saved ``datasets`` folder) or data.hf_name, for messages."""
+    path, name = get(cfg, "data.path"), get(cfg, "data.hf_name")
+    if name is not None:
+        if path is not None:
+            raise ConfigError(f"data.path={path!r} and data.hf_name={name!r}: set only one")
+        if not isinstance(name, str) or not name.strip():
+            raise ConfigError(f"data.hf_name={name!r} must be a data set name on the hub")
+        for key in ("data.split", "data.revision"):
+            if get(cfg, key) is not None and not isinstance(get(cfg, key), str):
+                raise ConfigError(f"{key}={get(cfg, key)!r} must be a string")
+        return name
+    if isinstance(path, str) and Path(path).expanduser().is_dir():
+        return path
+    if path is None:
+        raise ConfigError(
+            "data.path=None must be the path of a data file or a saved datasets folder "
+            "(or set data.hf_name)"
+        )
+    return str(data_file(cfg))
+
+
 @functools.lru_cache(maxsize=4)
 def _split(
-    path: Path, mtime_ns: int, fields: tuple[str, ...], fraction: float, seed: int
+    read: tuple, stamp: str, fraction: float, seed: int
 ) -> tuple[scored_files.ScoredData, np.ndarray, np.ndarray]:
-    # Read once per run (the check, the keys and the data stage all ask); the file's
-    # modification time is part of the cache key, so an edited file is read again.
-    data = scored_files.read_scored(path, **dict(zip(FIELDS, fields, strict=True)))
+    # Read once per run (the check, the keys and the data stage all ask); the files'
+    # sizes and modification times are part of the cache key (``stamp``), so an edited
+    # file is read again.
+    (path, hf_name, split, revision), layout, fields, transform = read
+    data = scored_layouts.read_data(
+        path, hf_name, split or "train", revision, layout,
+        dict(zip(FIELDS, fields, strict=True)), transform,
+    )  # fmt: skip
+    print(data.layout_line)
     train, heldout = scored_files.split_groups(data.n_groups, fraction, seed)
     return data, train, heldout
 
