@@ -192,3 +192,82 @@ def test_ledger_lines_of_other_grids_are_not_counted(tmp_path):
     }  # fmt: skip
     assert found["per_stage"]["sft"]["other"] == 1
     assert found["per_stage_all_lines"]["train"]["computed"] == 2
+
+
+def _smollm2_section(ours: float, trl: float, trl_precompute: float) -> dict:
+    """A smollm2 section as ``smollm2.section`` returns it, with made-up figures."""
+    from scripts.bench import smollm2
+
+    def side(pairs_per_s: float, ref: list[float]) -> dict:
+        step = 16 / pairs_per_s
+        return {"pairs_per_s": pairs_per_s, "seconds_per_step_median": step,
+                "step_seconds": [step] * 6, "call_seconds": [9 * step + 1],
+                "reference_seconds": ref}  # fmt: skip
+
+    training = {
+        "pairs": 144, "sequence_tokens": 32, "batch_size": 16, "warmup_steps": 3, "steps": 6,
+        "reference": {"rows": 200, "batch_size": 32, "tokens": 6400, "response_tokens": 4800,
+                      "seconds": 4.0, "tokens_per_s": 1600.0, "response_tokens_per_s": 1200.0},
+        "sides": {"ours": side(ours, []), "trl": side(trl, []),
+                  "trl_precompute": side(trl_precompute, [3.0])},
+    }  # fmt: skip
+    run = {"seconds_median": 2.0, "real_tokens": 1536, "positions": 1536,
+           "tokens_per_s": 768.0, "positions_per_s": 768.0}  # fmt: skip
+    sampling = {"prompts": 64, "max_new_tokens": 24, "batch_size": 64, "temperature": 1.0,
+                "top_p": 1.0, "repeats": 1, "runs": {"bf16": run, "fp32": run},
+                "bf16_speedup": 1.0}  # fmt: skip
+    targets = smollm2.targets(training, {"ratio": 1.5, "pairs_per_s": 8.0})
+    return {"setup": "SETUP", "threads": 2, "training": training, "sampling": sampling,
+            "targets": targets}  # fmt: skip
+
+
+def test_the_smollm2_targets_are_judged_from_the_measured_figures():
+    from scripts.bench.report_smollm2 import render_smollm2
+
+    fast = _smollm2_section(ours=9.0, trl=4.0, trl_precompute=5.0)
+    t = fast["targets"]
+    assert t["trl_best_mode"] == "trl_precompute" and t["ratio"] == pytest.approx(1.8)
+    assert t["ratio_met"] and t["pairs_per_s_met"] and t["met"]
+    md = "\n".join(render_smollm2(fast, {}))
+    assert "= **1.80×** against ≥ 1.5×: met" in md and "**9.00 pairs/s** against ≥ 8" in md
+    assert "Both met." in md and "not met" not in md
+    assert "| 1,600 |" in md and "| 768.0 |" in md  # reference and sampling tokens/s
+    slow = _smollm2_section(ours=6.0, trl=4.5, trl_precompute=3.0)
+    t = slow["targets"]
+    assert t["trl_best_mode"] == "trl" and not t["ratio_met"] and not t["pairs_per_s_met"]
+    md = "\n".join(render_smollm2(slow, {}))
+    assert md.count("**not met**") == 2 and "= **1.33×**" in md
+
+
+def test_the_smollm2_setup_names_the_model_adapters_and_lengths():
+    from scripts.bench import notes, smollm2
+    from scripts.bench.run import _steps, plans
+
+    plan = plans()["full"]["smollm2"]
+    s = smollm2.settings(smollm2.run_cfg())
+    assert s["lora"]["r"] == 16 and s["batch_size"] == 16 and s["lr"] == 2e-4
+    text = notes.smollm2_setup(plan, s, 2, "1.16.0", {})
+    assert "Q4_1" in text and "r=16, alpha=32" in text and "every sequence 32 tokens" in text
+    assert "144 pairs" in text and "3 warm-up + 6 measured steps" in text
+    assert "one call per side" in text
+    assert _steps("2,4", 1) == {"warmup_steps": 2, "steps": 4, "repeats": 1}
+    assert _steps("2,4,3", 1)["repeats"] == 3
+    for bad in ("0,4", "2", "a,b"):
+        with pytest.raises(SystemExit):
+            _steps(bad, 1)
+
+
+def test_merge_adds_a_later_section_to_an_earlier_report(micro):
+    from scripts.bench import report
+    from scripts.bench.run import merged
+
+    earlier = micro[0]
+    later = {**earlier, "sections": {"smollm2": _smollm2_section(9.0, 4.0, 5.0)}, "seconds": 7.0}
+    both = merged(earlier, later)
+    assert set(both["sections"]) == set(SECTIONS) | {"smollm2"}
+    assert both["merged"][0]["sections"] == ["smollm2"] and both["seconds"] == earlier["seconds"]
+    md = report.render(both)
+    assert "## Ours vs TRL on SmolLM2-135M-Instruct + LoRA" in md
+    assert "Merged from a later invocation** (`--merge`): smollm2" in md
+    assert "Not run in this invocation" not in md
+    assert "opt in: `--only smollm2`" in report.render(earlier)

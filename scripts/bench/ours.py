@@ -58,16 +58,16 @@ def median(xs: list[float]) -> float:
 
 
 def reference_table(
-    ref_model: torch.nn.Module, samples: dict, p: dict, batch_size: int
+    ref_model: torch.nn.Module, samples: dict, p: dict, batch_size: int, precision: str = "fp32"
 ) -> tuple[torch.Tensor, float]:
     """(n_prompts, n_samples) reference log-probs (NaN where no pair needs one) from
-    the reference stage's function, and the seconds that pass took."""
+    the reference stage's function (under ``precision``), and the seconds that pass took."""
     from pipeline.modeling.inference import batched_logps
 
     prompts, responses, cells = syn.used_responses(samples, p)
     ref_model.eval()
     start = time.perf_counter()
-    logps = batched_logps(ref_model, prompts, responses, PAD, batch_size)
+    logps = batched_logps(ref_model, prompts, responses, PAD, batch_size, precision)
     seconds = time.perf_counter() - start
     table = np.full((len(samples["prompts"]), len(samples["responses"][0])), np.nan)
     rows, cols = zip(*cells, strict=True)

@@ -4,6 +4,7 @@ Markdown only presents them): the header, then each section's part."""
 from __future__ import annotations
 
 from scripts.bench.markdown import _f, _mb, _table
+from scripts.bench.report_smollm2 import render_smollm2
 from scripts.bench.report_trl import render_trl
 
 
@@ -17,7 +18,9 @@ def render(report: dict) -> str:
         f"({m['cores_usable']} usable), {_f(m['memory_gb'])} GB; torch {v['torch']}, "
         f"transformers {v['transformers']}, trl {v['trl'] or 'not installed'}, "
         f"datasets {v['datasets']}, accelerate {v['accelerate']}, Python {m['python']}; "
-        f"torch threads: {m['torch_threads']}, fp32, CPU. Code: commit {m['git']['commit']}"
+        f"torch threads: {m['torch_threads']}, fp32"
+        + (" (smollm2: its setup says)" if "smollm2" in sec else "")
+        + f", CPU. Code: commit {m['git']['commit']}"
         + (
             f" with {m['git']['uncommitted_paths']} uncommitted paths"
             if m["git"]["uncommitted_paths"]
@@ -31,9 +34,11 @@ def render(report: dict) -> str:
         f"{plan['repeats']} timed repeats after a warm-up, ratios from the same run. "
         + _load_note(report),
         "",
+        *_merged_note(report),
     ]
     for name, title in (
         ("trl", "Ours vs TRL's DPOTrainer"),
+        ("smollm2", "Ours vs TRL on SmolLM2-135M-Instruct + LoRA"),
         ("sweep", "Work per sweep"),
         ("sampling", "Sampling throughput"),
         ("runs", "Seconds per training run"),
@@ -43,10 +48,22 @@ def render(report: dict) -> str:
     ):
         lines += [f"## {title}", ""]
         if name not in sec:
-            lines += ["Not run in this invocation (`--only`).", ""]
+            opt_in = " (opt in: `--only smollm2`; `--merge` adds it here)" * (name == "smollm2")
+            lines += [f"Not run in this invocation (`--only`){opt_in}.", ""]
             continue
         lines += RENDER[name](sec[name], report)
     return "\n".join(lines).rstrip() + "\n"
+
+
+def _merged_note(report: dict) -> list[str]:
+    """Sections measured by a later invocation (``--merge``), which replaced this one's."""
+    return [  # each a paragraph of its own: "\n" + the join's "\n" leave a blank line
+        f"**Merged from a later invocation** (`--merge`): {', '.join(m['sections'])}, "
+        f"measured {m['date']} on {m['cpu']} at commit {m['commit']}, {m['threads']} threads, "
+        f"{m['seconds']:.0f} s (the date, load and seconds above are the earlier "
+        "invocation's).\n"
+        for m in report.get("merged", [])
+    ]
 
 
 def _load_note(report: dict) -> str:
@@ -268,6 +285,7 @@ def _gpu(s: dict, report: dict) -> list[str]:
 
 RENDER = {
     "trl": render_trl,
+    "smollm2": render_smollm2,
     "sweep": _sweep,
     "sampling": _sampling,
     "runs": _runs,

@@ -16,6 +16,20 @@ from scripts.bench.sections import Bench
 from scripts.bench.synthetic import DataSpec, ModelSpec
 
 SECTIONS = ("trl", "sweep", "sampling", "runs", "optimizer", "memory", "gpu")
+# Run only when named in --only (a real 135M model: minutes, and its weights in the cache).
+OPTIONAL = ("smollm2",)
+
+
+def _smollm2(data: DataSpec, warmup: int, steps: int, sampling: dict) -> dict:
+    """The smollm2 section's plan: SmolLM2-135M-Instruct + LoRA, bf16 (``smollm2.py``)."""
+    return {
+        "data": data,
+        "warmup_steps": warmup,
+        "steps": steps,
+        "repeats": 1,
+        "sampling": {**sampling, "repeats": 1},
+        "targets": {"ratio": 1.5, "pairs_per_s": 8.0},  # the issue's: ours vs TRL's best
+    }
 
 
 def plans() -> dict[str, dict]:
@@ -40,6 +54,13 @@ def plans() -> dict[str, dict]:
             "sft_steps": 20,
             "eval_prompts": 256,
             "optimizer_steps": 12,
+            # 8 + 24 = 32-token sequences; 4 responses per prompt, as sentiment_smollm2.
+            "smollm2": _smollm2(
+                DataSpec(n_prompts=64, n_samples=4, prompt_tokens=7, max_new_tokens=24, p_eos=0.0),
+                warmup=3,
+                steps=6,
+                sampling={"n_prompts": 64, "prompt_tokens": 7, "max_new_tokens": 24},
+            ),  # fmt: skip
         },
         "micro": {
             "name": "micro",
@@ -59,6 +80,12 @@ def plans() -> dict[str, dict]:
             "sft_steps": 2,
             "eval_prompts": 16,
             "optimizer_steps": 4,
+            "smollm2": _smollm2(
+                DataSpec(n_prompts=8, n_samples=4, prompt_tokens=3, max_new_tokens=4, p_eos=0.0),
+                warmup=1,
+                steps=1,
+                sampling={"n_prompts": 4, "prompt_tokens": 3, "max_new_tokens": 4},
+            ),  # fmt: skip
         },
     }
 
@@ -77,7 +104,27 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
         "--threads", type=int, default=None, help="torch threads (default: 2; micro: 1)"
     )
     ap.add_argument(
-        "--only", default=",".join(SECTIONS), help=f"comma list of {','.join(SECTIONS)}"
+        "--only",
+        default=",".join(SECTIONS),
+        help=f"comma list of {','.join(SECTIONS + OPTIONAL)} (default: all but "
+        f"{','.join(OPTIONAL)})",
+    )
+    ap.add_argument(
+        "--merge",
+        action="store_true",
+        help="keep the other sections of an existing OUT/report.json (e.g. add --only smollm2 "
+        "to a make bench report); the header says which sections a later run measured",
+    )
+    ap.add_argument(
+        "--cache-dir",
+        default=str(PROJECT_ROOT / ".cache" / "pipeline"),
+        help="pipeline cache holding SmolLM2's weights, built there on first use (smollm2)",
+    )
+    ap.add_argument(
+        "--smollm2-steps",
+        default=None,
+        metavar="WARMUP,STEPS[,REPEATS]",
+        help="smollm2: warm-up and measured steps per call, calls per side (full: 3,6,1)",
     )
     ap.add_argument("--sizes", default="embedded,20M", help="model sizes for the TRL comparison")
     default_ledger = PROJECT_ROOT / ".cache" / "pipeline" / "ledger.jsonl"
@@ -104,14 +151,16 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> dict:
     args = parse(argv)
     plan = plans()[args.scale]
+    if args.smollm2_steps:
+        plan["smollm2"].update(_steps(args.smollm2_steps, plan["smollm2"]["repeats"]))
     sizes = [s.strip() for s in args.sizes.split(",") if s.strip()]
     if not sizes or set(sizes) - set(plan["sizes"]):
         raise SystemExit(f"--sizes: choose from {sorted(plan['sizes'])}")
     plan["compare"] = sizes
     only = [s.strip() for s in args.only.split(",") if s.strip()]
-    unknown = set(only) - set(SECTIONS)
+    unknown = set(only) - set(SECTIONS + OPTIONAL)
     if unknown:
-        raise SystemExit(f"unknown section(s) {sorted(unknown)}; choose from {SECTIONS}")
+        raise SystemExit(f"unknown section(s) {sorted(unknown)}; choose from {SECTIONS + OPTIONAL}")
     threads = args.threads or (1 if args.scale == "micro" else 2)
     out_dir = Path(args.out)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -124,6 +173,8 @@ def main(argv: list[str] | None = None) -> dict:
     sections = result["sections"]
     if "trl" in only:
         sections["trl"] = bench.trl()
+    if "smollm2" in only:
+        sections["smollm2"] = bench.smollm2(args.cache_dir)
     if "sweep" in only:
         sections["sweep"] = bench.sweep(args.ledger or None)
     if "sampling" in only:
@@ -138,13 +189,41 @@ def main(argv: list[str] | None = None) -> dict:
         sections["gpu"] = bench.gpu(Path(args.gpu_json) if args.gpu_json else out_dir / "gpu.json")
     result["seconds"] = time.perf_counter() - start
     result["load_averages"] = bench.loads
+    seconds = result["seconds"]
+    if args.merge and (out_dir / "report.json").is_file():
+        result = merged(json.loads((out_dir / "report.json").read_text()), result)
     (out_dir / "report.json").write_text(json.dumps(result, indent=2, default=str) + "\n")
     (out_dir / "report.md").write_text(report.render(result))
     print(
-        f"[bench] wrote {out_dir / 'report.md'} and report.json in {result['seconds']:.0f} s",
+        f"[bench] wrote {out_dir / 'report.md'} and report.json in {seconds:.0f} s",
         file=sys.stderr,
     )
     return result
+
+
+def _steps(text: str, repeats: int) -> dict:
+    """``--smollm2-steps WARMUP,STEPS[,REPEATS]`` as plan entries."""
+    try:
+        values = [int(x) for x in text.split(",")]
+    except ValueError:
+        values = []
+    if len(values) not in (2, 3) or min(values) < 1:
+        raise SystemExit(f"--smollm2-steps {text!r}: WARMUP,STEPS[,REPEATS], each at least 1")
+    return {"warmup_steps": values[0], "steps": values[1], "repeats": [*values, repeats][2]}
+
+
+def merged(old: dict, new: dict) -> dict:
+    """``old`` (an earlier report.json) with ``new``'s sections in place of its own; the
+    header stays ``old``'s, and ``merged`` records when and where the new ones ran."""
+    out = {**old, "sections": {**old["sections"], **new["sections"]}}
+    m = new["machine"]
+    out["merged"] = [
+        *old.get("merged", []),
+        {"sections": list(new["sections"]), "date": m["date"], "cpu": m["cpu"],
+         "commit": m["git"]["commit"], "threads": m["torch_threads"], "seconds": new["seconds"],
+         "load_averages": new["load_averages"], "plan": new["plan"]},
+    ]  # fmt: skip
+    return out
 
 
 def _jsonable(plan: dict) -> dict:

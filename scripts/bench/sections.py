@@ -115,6 +115,12 @@ class Bench:
             if version is not None
         ]
 
+    def smollm2(self, cache_dir: str) -> dict:
+        """SmolLM2-135M-Instruct + LoRA, bf16: ours vs TRL, reference pass, sampling."""
+        from scripts.bench import smollm2
+
+        return smollm2.section(self, cache_dir)
+
     def sweep(self, ledger: str | None) -> dict:
         from scripts.bench.sweep import work_per_sweep
 

@@ -89,8 +89,9 @@ def id_tokenizer(vocab_size: int):
     )
 
 
-def trl_args(cfg: DictConfig, spec: ModelSpec, precompute: bool, out_dir: str):
-    """DPOConfig mirroring the run config ``cfg`` (what ``train_pairs`` reads)."""
+def trl_args(cfg: DictConfig, spec: ModelSpec, precompute: bool, out_dir: str, bf16: bool = False):
+    """DPOConfig mirroring the run config ``cfg`` (what ``train_pairs`` reads); ``bf16``:
+    mixed precision (on the CPU, accelerate's bfloat16 autocast), as ours under bf16."""
     from trl import DPOConfig
 
     tc = cfg.scale.train
@@ -112,7 +113,7 @@ def trl_args(cfg: DictConfig, spec: ModelSpec, precompute: bool, out_dir: str):
         precompute_ref_log_probs=precompute,
         precompute_ref_batch_size=int(cfg.scale.eval.batch_size),  # as our reference stage
         gradient_checkpointing=False,  # TRL's default is on: slower, only saves memory
-        bf16=False,
+        bf16=bf16,
         fp16=False,
         use_cpu=True,
         disable_dropout=True,
@@ -139,7 +140,11 @@ def make_trainer(
     precompute: bool,
     out_dir: str,
     record_losses: bool = False,
+    peft_config=None,
+    bf16: bool = False,
 ):
+    """A ``DPOTrainer`` on ``p``; with ``peft_config`` (and no ``ref_model``) TRL puts the
+    adapters on ``policy`` itself, and its reference is the policy with them disabled."""
     from datasets import Dataset
 
     prompts, chosen, rejected = syn.pair_lists(samples, p)
@@ -149,9 +154,10 @@ def make_trainer(
     trainer = _trainer_class(record_losses)(
         model=policy,
         ref_model=ref_model,
-        args=trl_args(cfg, spec, precompute, out_dir),
+        args=trl_args(cfg, spec, precompute, out_dir, bf16),
         train_dataset=data,
         processing_class=id_tokenizer(spec.vocab_size),
+        peft_config=peft_config,
     )
     from transformers.trainer_callback import PrinterCallback
 
