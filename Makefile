@@ -63,7 +63,7 @@ sentiment-smollm2: $(STAMP) data ## sentiment with SmolLM2-135M + LoRA, bf16 (20
 	$(PY) -m pipeline -m experiment=sentiment_smollm2 $(ARGS)
 	$(PY) -m pipeline.report.study results/smollm2 --cache-dir $(CACHE)
 
-summarize-smollm2: $(STAMP) data ## summarization with SmolLM2-135M + LoRA, judged at 5 temperatures -> results/smollm2/summarize/
+summarize-smollm2: $(STAMP) data ## summarization with SmolLM2-135M + LoRA, judged at 5 temperatures -> results/smollm2_summarize/
 	$(PY) -m pipeline -m experiment=summarize_smollm2 $(ARGS)
 
 ablations: $(STAMP) ## both ablations (scaling function, alpha) at the embedded scale -> results/ablation_*/

@@ -83,6 +83,8 @@ def capacity_label(results_dir: Path) -> str:
     """'<layers>-layer, <width>-wide' from a table's fingerprint (the folder name if none)."""
     fp = read_fingerprint(results_dir)
     settings = (fp or {}).get("settings", {})
+    if settings.get("model.name"):  # a model file's model (model=smollm2): its name
+        return str(settings["model.name"])
     layers, width = settings.get("scale.model.n_layer"), settings.get("scale.model.n_embd")
     if layers is None or width is None:
         return results_dir.name
@@ -93,6 +95,8 @@ def _model_size(results_dir: Path) -> tuple[float, str]:
     settings = (read_fingerprint(results_dir) or {}).get("settings", {})
     layers, width = settings.get("scale.model.n_layer"), settings.get("scale.model.n_embd")
     size = layers * width * width if layers is not None and width is not None else float("inf")
+    if settings.get("model.name"):  # a pretrained model: after every embedded size
+        size = float("inf")
     return size, results_dir.name
 
 

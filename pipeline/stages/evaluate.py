@@ -155,9 +155,14 @@ def run(
         per_sample |= task.response_metrics(cfg, rows, [t[0] for t in drawn["texts"]], prompts.path)
         tok = models.load_tokenizer(sft / "model")
         policy_model = models.load_model(policy / "model", cfg.device).eval()
-        # Under LoRA the policy with its adapters off: one copy of the model in memory.
-        sft_model = lora.reference_for(
-            policy_model, lambda: models.load_model(sft / "model", cfg.device).eval()
+        # The SFT row's policy is the reference itself; under LoRA the reference is the
+        # policy with its adapters off: either way one copy of the model in memory.
+        sft_model = (
+            policy_model
+            if policy.path == sft.path
+            else lora.reference_for(
+                policy_model, lambda: models.load_model(sft / "model", cfg.device).eval()
+            )
         )
         kls = kl_to_reference(
             policy_model, sft_model, prompt_ids, responses, tok.pad_token_id, eval_cfg.batch_size

@@ -44,7 +44,7 @@ def run(cfg: DictConfig, cache: Cache, sft: Artifact, prompts: Artifact) -> Arti
         given = task.given_samples(cfg, sft / "model", rows)
         if given is not None:
             atomic_write_json(out / "samples.json", given)
-            return {"n_prompts": len(rows), "given": True}
+            return {"n_prompts": len(rows), "given": True, **given.get("truncation", {})}
         texts = [r["text"] for r in rows]
         stats: dict = {}
         samples = inference.generate(

@@ -73,7 +73,7 @@ def run_given(cfg: DictConfig, cache: Cache, samples: Artifact, prompts: Artifac
 
     def build(out: Path) -> dict:
         rows = read_jsonl(prompts / "sample_prompts.jsonl")
-        given = tasks.get(cfg).given_scores(rows)
+        given = tasks.get(cfg).given_scores(rows, artifacts.samples(samples))
         save_arrays(out / "scores.npz", score=given)
         print(f"[score] {np.isfinite(given).sum()} scores given, mean {np.nanmean(given):.3f}")
         return {"mean_score": float(np.nanmean(given))}

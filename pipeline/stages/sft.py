@@ -21,6 +21,7 @@ from transformers import get_cosine_schedule_with_warmup
 
 from pipeline import tasks
 from pipeline.infra.cache import Artifact, Cache
+from pipeline.infra.errors import ConfigError
 from pipeline.infra.hub import require_model
 from pipeline.infra.io import read_jsonl
 from pipeline.modeling import gguf_weights, lora, models, sequences
@@ -78,17 +79,28 @@ def weights(cfg: DictConfig, cache: Cache) -> str | None:
     return None
 
 
+def _text(prompt) -> str:
+    """A prompt as plain text: a list of chat messages as their contents, one a line."""
+    return prompt if isinstance(prompt, str) else "\n".join(m["content"] for m in prompt)
+
+
 def sequences_of(tok, examples: list[tuple[str, str]], max_length: int) -> list[list[int]]:
     """Token ids of SFT examples (prompt, response): plain text is BOS (if the model starts
     sequences so) + the joined text + EOS; under a chat template, the prompt's user turn
     and the response's assistant turn, ending with the template's end token (EOS)."""
     eos = tok.eos_token_id
     if not sequences.of(tok)["chat"]:
-        ids = tok([p + r for p, r in examples], add_special_tokens=False)["input_ids"]
+        ids = tok([_text(p) + r for p, r in examples], add_special_tokens=False)["input_ids"]
         start = sequences.frame_prompt(tok, [])
         return [[*start, *t[: max_length - 1 - len(start)], eos] for t in ids]
     out = []
     for prompt, response in examples:
+        if isinstance(prompt, list):  # chat messages: the template renders every turn
+            text = tok.apply_chat_template(prompt, tokenize=False, add_generation_prompt=True)
+            body = tok(response, add_special_tokens=False)["input_ids"]
+            seq = [*tok(text, add_special_tokens=False)["input_ids"], *body]
+            out.append([*seq[-(max_length - 1) :], eos] if len(seq) >= max_length else [*seq, eos])
+            continue
         head = tok(prompt, add_special_tokens=False)["input_ids"] if prompt else []
         body = tok(response, add_special_tokens=False)["input_ids"]
         seq = [*sequences.frame_prompt(tok, head), *body] if prompt else body
@@ -109,14 +121,16 @@ def run(cfg: DictConfig, cache: Cache, data: Artifact) -> Artifact:
     def build(out: Path) -> dict:
         gen = set_seed(sft_cfg.seed)
         task = tasks.get(cfg)
-        examples = task.sft_examples(read_jsonl(data / "train.jsonl", required=("text",)))
+        rows = read_jsonl(data / "train.jsonl", required=("text",))
+        examples = task.sft_examples(rows)
         heldout = task.sft_examples(read_jsonl(data / "test.jsonl", required=("text",)))
         m = cfg.get("model") or {}
         if pretrained:
             tok = models.load_tokenizer(pretrained)
             model = models.load_model(pretrained, cfg.device)
         else:
-            tok = models.train_bpe_tokenizer([p + r for p, r in examples], model_cfg.vocab_size)
+            texts = [_text(p) + r for p, r in examples]
+            tok = models.train_bpe_tokenizer(texts, model_cfg.vocab_size)
             model = models.small_gpt2(
                 len(tok),
                 model_cfg.n_layer,
@@ -124,9 +138,15 @@ def run(cfg: DictConfig, cache: Cache, data: Artifact) -> Artifact:
                 model_cfg.n_head,
                 model_cfg.n_positions,
             ).to(cfg.device)
+        chat_only = task.requires_chat(rows)  # prompts given as chat messages
         fmt = sequences.resolve(
-            tok, m.get("bos", True), m.get("chat_template", False), task.chat_prompts
+            tok, m.get("bos", True), m.get("chat_template", False), task.chat_prompts or chat_only
         )
+        if chat_only and not fmt["chat"]:
+            raise ConfigError(
+                f"the data's prompts are chat messages but {tok.name_or_path or 'the model'} "
+                "takes no chat template here: use a model with one, model.chat_template=auto|true"
+            )
         sequences.attach(tok, fmt)
         seqs = sequences_of(tok, examples, sft_cfg.max_length)
         check = sequences_of(tok, heldout[:HELDOUT_TEXTS], sft_cfg.max_length)

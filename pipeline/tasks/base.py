@@ -101,6 +101,10 @@ class Task:
         """The SFT model's training texts from the training split's rows."""
         return [r["text"] for r in rows]
 
+    def requires_chat(self, rows: list[dict]) -> bool:
+        """Whether these rows can only be read through a chat template (chat messages)."""
+        return False
+
     def sft_examples(self, rows: list[dict]) -> list[tuple[str, str]]:
         """SFT examples as (prompt, response): plain text is ("", text); a task whose texts
         are a prompt and its answer says so, for chat templates (summarize)."""
@@ -116,9 +120,10 @@ class Task:
         """The sample set packaged as sampling packages it, or None to sample."""
         return None
 
-    def given_scores(self, rows: list[dict]) -> np.ndarray | None:
+    def given_scores(self, rows: list[dict], samples: dict | None = None) -> np.ndarray | None:
         """Training scores (n_prompts, most responses; NaN where a prompt has fewer) that
-        the task brings, or None to score with the scorer."""
+        the task brings, or None to score with the scorer; ``samples``: what
+        ``given_samples`` packaged (it may have dropped responses)."""
         return None
 
     # ---- prompts ------------------------------------------------------------------------

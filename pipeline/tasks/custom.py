@@ -29,10 +29,12 @@ from pipeline.infra.checks import at_most, choice, data_file, get, number
 from pipeline.infra.errors import ConfigError, DataError
 from pipeline.math.losses import uses_offset
 from pipeline.modeling import models
-from pipeline.modeling.inference import batched_logps, make_prompts
+from pipeline.modeling.inference import batched_logps
+from pipeline.tasks import fitting
 from pipeline.tasks.base import Task
 
 FIELDS = scored_layouts.FIELD_KEYS
+TRUNCATION = fitting.DEFAULTS
 SOURCE = ("path", "hf_name", "split", "revision")
 
 
@@ -132,40 +134,43 @@ class Custom(Task):
 
     def given_samples_params(self, cfg: DictConfig) -> dict | None:
         # Tokenisation follows from the prompt rows and the SFT tokenizer (both inputs).
-        return {"given": True, "prompt_tokens": cfg.scale.sample.prompt_tokens}
+        extra = {k: get(cfg, f"data.{k}") for k in TRUNCATION}
+        extra = {k: v for k, v in extra.items() if v != TRUNCATION[k]}  # defaults: old key
+        return {"given": True, "prompt_tokens": cfg.scale.sample.prompt_tokens, **extra}
+
+    def requires_chat(self, rows: list[dict]) -> bool:
+        """Prompts given as chat messages need the model's chat template."""
+        return any("messages" in r for r in rows)
+
+    def sft_examples(self, rows: list[dict]) -> list[tuple]:
+        # (prompt, response); a chat prompt is its list of messages (rendered by the
+        # template); an empty response still teaches where the text ends.
+        return [(r.get("messages") or r["text"], x) for r in rows for x in r["responses"]]
 
     def given_samples(self, cfg: DictConfig, model_dir: Path, rows: list[dict]) -> dict:
-        """Prompts as evaluation makes them (BOS + the prompt's tokens); each response's
-        tokens + EOS, as a sampled response that finished."""
+        """Prompts as evaluation makes them (framed as the model takes them: a chat prompt's
+        messages through its template); each response's tokens + EOS, as a sampled response
+        that finished. Too long a prompt or response is cut, dropped or refused by
+        ``data.truncation`` (a dropped response keeps its place with a NaN score)."""
         tok = models.load_tokenizer(model_dir)
-        eos, limit = tok.eos_token_id, cfg.scale.sample.prompt_tokens
-        positions = models.max_positions(model_dir)
-        prompts = make_prompts(tok, [r["text"] for r in rows], limit)
-        responses, at = [], self.split(cfg)[0].row
-        for row, prompt in zip(rows, prompts, strict=True):
-            where = at(row["lines"][0])
-            if len(tok(row["text"], add_special_tokens=False)["input_ids"]) > limit:
-                raise DataError(
-                    f"{where}: the prompt is longer than scale.sample.prompt_tokens={limit} tokens"
-                )
-            ids = tok(row["responses"], add_special_tokens=False)["input_ids"]
-            group = [[*r, eos] for r in ids]
-            for k, response in enumerate(group):
-                if eos in response[:-1]:
-                    raise DataError(f"{at(row['lines'][k])}: a response "
-                                    f"contains the end-of-text token {tok.eos_token!r}")  # fmt: skip
-                if positions is not None and len(prompt) + len(response) > positions:
-                    raise DataError(
-                        f"{at(row['lines'][k])}: prompt + response are "
-                        f"{len(prompt) + len(response)} tokens (with BOS and EOS), more than "
-                        f"the model's {positions} positions"
-                    )
-            responses.append(group)
+        fit = fitting.Fit(cfg, tok, models.max_positions(model_dir), self.split(cfg)[0].row)
+        prompts, responses = [], []
+        for row in rows:
+            prompt = fit.prompt(row)
+            prompts.append(prompt)
+            responses.append([fit.response(row, k, x, len(prompt))
+                              for k, x in enumerate(row["responses"])])  # fmt: skip
+        fit.report()
         texts = [[self.scored_text(r["text"], x) for x in r["responses"]] for r in rows]
-        return {"prompts": prompts, "responses": responses, "texts": texts}
+        return {"prompts": prompts, "responses": responses, "texts": texts,
+                "dropped": fit.dropped, "truncation": fit.counts}  # fmt: skip
 
-    def given_scores(self, rows: list[dict]) -> np.ndarray:
-        return scored_files.padded_scores([r["scores"] for r in rows])
+    def given_scores(self, rows: list[dict], samples: dict | None = None) -> np.ndarray:
+        """The file's scores; a response the truncation dropped has none (NaN)."""
+        scores = scored_files.padded_scores([r["scores"] for r in rows])
+        for g, k in (samples or {}).get("dropped", []):
+            scores[g, k] = np.nan
+        return scores
 
     # ---- evaluation -----------------------------------------------------------------------
 
@@ -176,19 +181,21 @@ class Custom(Task):
         self, cfg: DictConfig, policy, reference, sft_dir: Path, rows: list[dict]
     ) -> dict[str, np.ndarray]:
         """Per held-out pair: 1 / 0.5 / 0 as the policy's log-ratio margin is >, =, < 0,
-        and the margin itself (log-ratios to the SFT model, chosen minus rejected)."""
-
+        and the margin itself (log-ratios to the SFT model, chosen minus rejected). One
+        log-prob per distinct response (a response is in several pairs), and one pass when
+        the policy is the SFT model itself (its row)."""
         given = self.given_samples(cfg, sft_dir, rows)
-        pairs = scored_files.ragged_pairs([r["scores"] for r in rows])  # > 0: checked at start-up
-        prompts = [given["prompts"][g] for g in pairs[:, 0]] * 2
-        both = [given["responses"][g][c] for g, c in pairs[:, [0, 1]]] + [
-            given["responses"][g][r] for g, r in pairs[:, [0, 2]]
-        ]
+        pairs = scored_files.ragged_pairs(self.given_scores(rows, given))
+        starts = np.cumsum([0] + [len(r) for r in given["responses"]])
+        prompts = [p for p, rs in zip(given["prompts"], given["responses"], strict=True)
+                   for _ in rs]  # fmt: skip
+        flat = [r for rs in given["responses"] for r in rs]
         pad, batch = models.load_tokenizer(sft_dir).pad_token_id, cfg.scale.eval.batch_size
-        logratio = batched_logps(policy, prompts, both, pad, batch) - batched_logps(
-            reference, prompts, both, pad, batch
-        )
-        margin = logratio[: len(pairs)] - logratio[len(pairs) :]
+        mine = batched_logps(policy, prompts, flat, pad, batch)
+        ratio = mine - (mine if reference is policy else
+                        batched_logps(reference, prompts, flat, pad, batch))  # fmt: skip
+        chosen, rejected = starts[pairs[:, 0]] + pairs[:, 1], starts[pairs[:, 0]] + pairs[:, 2]
+        margin = ratio[chosen] - ratio[rejected]
         return {"pair_accuracy": (np.sign(margin) + 1) / 2, "margin": margin}
 
 

@@ -181,7 +181,7 @@ class Summarize(Task):
         texts = [[x.strip() for x in r["responses"]] for r in rows]
         return {"prompts": prompts, "responses": responses, "texts": texts}
 
-    def given_scores(self, rows: list[dict]) -> np.ndarray | None:
+    def given_scores(self, rows: list[dict], samples: dict | None = None) -> np.ndarray | None:
         if not rows or "scores" not in rows[0]:
             return None
         return scored_files.padded_scores([r["scores"] for r in rows])

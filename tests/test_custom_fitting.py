@@ -1,0 +1,120 @@
+"""task=custom on data as it comes: the ODPO authors' own IMDB samples (responses far longer
+than a micro model takes) cut, dropped or refused by data.truncation; chat-message prompts
+through a model's chat template (and refused without one); the held-out evaluation in one
+log-prob pass per distinct response."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from pipeline.tasks import custom
+from tests import tiny_llama
+from tests.conftest import ROOT, run_in_process
+
+AUTHORS = ROOT / "tests" / "fixtures" / "odpo_authors" / "imdb-sft-test-head250.jsonl"
+
+
+def _sample_info(tmp: Path) -> dict:
+    (manifest,) = [p for p in (tmp / "cache" / "sample").glob("*/manifest.json")]
+    return json.loads(manifest.read_text())["info"]
+
+
+def _authors_rows() -> list[dict]:
+    return [json.loads(line) for line in AUTHORS.read_text().splitlines()]
+
+
+def test_the_authors_imdb_samples_run_with_the_truncation_reported(tmp_path: Path) -> None:
+    done = run_in_process(["task=custom", f"data.path={AUTHORS}", "loss=dpo"], tmp_path)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    assert "data.truncation=truncate:" in done.stdout
+    info = _sample_info(tmp_path)
+    assert info["responses_cut"] > 0
+    # Independent count: every non-empty continuation is longer than the 64 positions of
+    # the micro model minus its prompt, so all but the empty one are cut (held-out ones aside).
+    assert info["responses_cut"] <= sum(1 for r in _authors_rows() if r["text"])
+
+
+def test_truncation_error_stops_naming_the_file_and_row(tmp_path: Path) -> None:
+    args = ["task=custom", f"data.path={AUTHORS}", "loss=dpo", "data.truncation=error"]
+    done = run_in_process(args, tmp_path)
+    assert done.returncode == 1
+    assert str(AUTHORS) in done.stderr and "line" in done.stderr
+    assert "Traceback" not in done.stderr
+
+
+def test_truncation_drop_leaves_long_responses_out_of_every_pair(tmp_path: Path) -> None:
+    args = ["task=custom", f"data.path={AUTHORS}", "loss=dpo", "data.truncation=drop",
+            "data.max_response_tokens=30", "n_pairs=5"]  # fmt: skip
+    done = run_in_process(args, tmp_path)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    info = _sample_info(tmp_path)
+    assert info["responses_dropped"] > 0 and info["responses_cut"] == 0
+    import numpy as np
+
+    (scores,) = (tmp_path / "cache" / "score").glob("*/scores.npz")
+    given = np.load(scores)["score"]
+    samples = json.loads(next((tmp_path / "cache" / "sample").glob("*/samples.json")).read_text())
+    assert all(np.isnan(given[g, k]) for g, k in samples["dropped"])
+    assert len(samples["dropped"]) == info["responses_dropped"]
+
+
+def _chat_pairs(path: Path) -> Path:
+    rows = []
+    for i in range(12):
+        q = f"Say something about film number {i}."
+        rows.append({
+            "chosen": [{"role": "user", "content": q}, {"role": "assistant", "content": "A fine film."}],
+            "rejected": [{"role": "user", "content": q}, {"role": "assistant", "content": f"No {i}."}],
+            "score_chosen": 8.0, "score_rejected": 2.0,
+        })  # fmt: skip
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return path
+
+
+def test_chat_message_prompts_go_through_the_models_template(tmp_path: Path) -> None:
+    llama = tiny_llama.build(tmp_path / "lm")
+    data = _chat_pairs(tmp_path / "chat.jsonl")
+    args = ["task=custom", f"data.path={data}", "loss=dpo", "model=hf", f"model.path={llama}",
+            "data.heldout_fraction=0.25"]  # fmt: skip
+    done = run_in_process(args, tmp_path / "run")
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    samples = json.loads(
+        next((tmp_path / "run" / "cache" / "sample").glob("*/samples.json")).read_text()
+    )
+    from pipeline.modeling import models
+
+    tok = models.load_tokenizer(llama)
+    start = tok("<|im_start|>user", add_special_tokens=False)["input_ids"]
+    assert all(p[: len(start)] == start for p in samples["prompts"])
+
+
+def test_chat_message_prompts_without_a_template_are_refused_in_one_line(tmp_path: Path) -> None:
+    data = _chat_pairs(tmp_path / "chat.jsonl")
+    done = run_in_process(
+        ["task=custom", f"data.path={data}", "data.heldout_fraction=0.25"], tmp_path
+    )
+    assert done.returncode == 1 and "model.chat_template" in done.stderr
+    assert "Traceback" not in done.stderr
+
+
+def test_held_out_evaluation_takes_one_log_prob_per_distinct_response(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    rows_seen: list[int] = []
+    real = custom.batched_logps
+
+    def counting(model, prompts, responses, *args, **kwargs):
+        rows_seen.append(len(responses))
+        return real(model, prompts, responses, *args, **kwargs)
+
+    monkeypatch.setattr(custom, "batched_logps", counting)
+    done = run_in_process(["task=custom", f"data.path={AUTHORS}", "loss=dpo"], tmp_path)
+    assert done.returncode == 0, done.stderr[-2000:]
+    (eval_file,) = (tmp_path / "cache" / "prompts").glob("*/eval_prompts.jsonl")
+    n_eval = sum(len(json.loads(line)["responses"]) for line in eval_file.read_text().splitlines())
+    # The SFT row: one pass (its reference is itself); the trained policy: one pass for it
+    # and one for the reference, each over the distinct held-out responses.
+    assert rows_seen == [n_eval, n_eval, n_eval]
