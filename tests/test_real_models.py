@@ -69,6 +69,7 @@ def test_llama_with_chat_template_and_lora_runs_end_to_end(lora_run: Path) -> No
         ids = s["prompt_ids"]
         assert ids[: len(before)] == before and ids[-len(after) :] == after
         assert "<|im_start|>" not in s["text"] and "<|im_end|>" not in s["text"]
+        assert not s["text"].startswith("user")  # nor the template's role text
     # Policy and reference computed alike (bf16 autocast on float32 weights where the CPU
     # has bf16): DPO's first loss is log 2.
     log = pd.read_csv(_artifact(tmp_path, "train") / "train_log.csv")

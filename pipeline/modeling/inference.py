@@ -65,7 +65,10 @@ def generate(
         precision=precision,
         stats=stats,
     )
-    prompt_text = tok.batch_decode(prompts, skip_special_tokens=True)
+    # The prompt's own text: a chat template's turns and system text are never scored.
+    prompt_text = tok.batch_decode(
+        [sequences.content(tok, p) for p in prompts], skip_special_tokens=True
+    )
     texts = [
         [join(prompt_text[i], tok.decode(r, skip_special_tokens=True)) for r in rs]
         for i, rs in enumerate(responses)

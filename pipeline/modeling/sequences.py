@@ -109,3 +109,16 @@ def frame_prompt(tok, content: list[int]) -> list[int]:
         before, after = chat_frame(tok)
         return [*before, *content, *after]
     return [start_id(tok), *content] if fmt["bos"] else list(content)
+
+
+def content(tok, prompt: list[int]) -> list[int]:
+    """A framed prompt's own tokens (``frame_prompt``'s inverse): without the chat template's
+    turn markers and system text, or the BOS, so that what a scorer reads is the prompt's
+    text and never the template's."""
+    fmt = of(tok)
+    if fmt["chat"]:
+        before, after = chat_frame(tok)
+        if prompt[: len(before)] == before and prompt[len(prompt) - len(after) :] == after:
+            return prompt[len(before) : len(prompt) - len(after)]
+        return prompt
+    return prompt[1:] if fmt["bos"] and prompt[:1] == [start_id(tok)] else prompt
