@@ -432,11 +432,11 @@ def test_custom_response_too_long(tmp_path: Path) -> None:
     long = " and".join(["wonderful", "funny", "charming", "moving"] * 12)
     row = {"prompt": "The film", "responses": [" is good.", long], "scores": [1.0, 2.0]}
     path = custom_file(tmp_path, json.dumps(row))
-    # Found once the SFT tokenizer exists: at sampling (a training prompt) or at
-    # evaluation (a held-out one), before any number is published.
-    assert_clean_failure(
-        tmp_path, ["task=custom", f"data.path={path}"], str(path), "line 3", "positions"
-    )
+    # Cut by default (data.truncation=truncate, tests/test_custom_fitting.py); refused under
+    # data.truncation=error once the SFT tokenizer exists: at sampling (a training prompt)
+    # or at evaluation (a held-out one), before any number is published.
+    args = ["task=custom", f"data.path={path}", "data.truncation=error"]
+    assert_clean_failure(tmp_path, args, str(path), "line 3", "positions")
 
 
 def test_custom_scores_all_tie(tmp_path: Path) -> None:

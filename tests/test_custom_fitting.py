@@ -46,7 +46,14 @@ def test_truncation_error_stops_naming_the_file_and_row(tmp_path: Path) -> None:
 
 
 def test_truncation_drop_leaves_long_responses_out_of_every_pair(tmp_path: Path) -> None:
-    args = ["task=custom", f"data.path={AUTHORS}", "loss=dpo", "data.truncation=drop",
+    # Every other continuation cut to its first five words by hand: those fit, the rest do not.
+    rows = _authors_rows()
+    for i, r in enumerate(rows):
+        if i % 2:
+            r["text"] = " ".join(r["text"].split()[:5])
+    data = tmp_path / "half_short.jsonl"
+    data.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    args = ["task=custom", f"data.path={data}", "loss=dpo", "data.truncation=drop",
             "data.max_response_tokens=30", "n_pairs=5"]  # fmt: skip
     done = run_in_process(args, tmp_path)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
@@ -58,7 +65,8 @@ def test_truncation_drop_leaves_long_responses_out_of_every_pair(tmp_path: Path)
     given = np.load(scores)["score"]
     samples = json.loads(next((tmp_path / "cache" / "sample").glob("*/samples.json")).read_text())
     assert all(np.isnan(given[g, k]) for g, k in samples["dropped"])
-    assert len(samples["dropped"]) == info["responses_dropped"]
+    # A prompt too long drops its whole group (the authors' file: 10 responses a prompt).
+    assert len(samples["dropped"]) == info["responses_dropped"] + 10 * info["groups_dropped"]
 
 
 def _chat_pairs(path: Path) -> Path:
@@ -78,7 +86,7 @@ def test_chat_message_prompts_go_through_the_models_template(tmp_path: Path) -> 
     llama = tiny_llama.build(tmp_path / "lm")
     data = _chat_pairs(tmp_path / "chat.jsonl")
     args = ["task=custom", f"data.path={data}", "loss=dpo", "model=hf", f"model.path={llama}",
-            "data.heldout_fraction=0.25"]  # fmt: skip
+            "data.heldout_fraction=0.25", "data.max_prompt_tokens=64"]  # fmt: skip
     done = run_in_process(args, tmp_path / "run")
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     samples = json.loads(
@@ -87,8 +95,10 @@ def test_chat_message_prompts_go_through_the_models_template(tmp_path: Path) -> 
     from pipeline.modeling import models
 
     tok = models.load_tokenizer(llama)
-    start = tok("<|im_start|>user", add_special_tokens=False)["input_ids"]
-    assert all(p[: len(start)] == start for p in samples["prompts"])
+    for prompt in samples["prompts"]:
+        text = tok.decode(prompt)
+        assert text.startswith("<|im_start|>user\nSay something about film number")
+        assert text.endswith("<|im_end|>\n<|im_start|>assistant\n")
 
 
 def test_chat_message_prompts_without_a_template_are_refused_in_one_line(tmp_path: Path) -> None:

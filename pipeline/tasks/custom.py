@@ -30,7 +30,7 @@ from pipeline.infra.errors import ConfigError, DataError
 from pipeline.math.losses import uses_offset
 from pipeline.modeling import models
 from pipeline.modeling.inference import batched_logps
-from pipeline.tasks import fitting
+from pipeline.modeling import fitting
 from pipeline.tasks.base import Task
 
 FIELDS = scored_layouts.FIELD_KEYS
