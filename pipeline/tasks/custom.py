@@ -28,9 +28,8 @@ from pipeline.corpora.scored_groups import TRANSFORMS
 from pipeline.infra.checks import at_most, choice, data_file, get, number
 from pipeline.infra.errors import ConfigError, DataError
 from pipeline.math.losses import uses_offset
-from pipeline.modeling import models
+from pipeline.modeling import fitting, models
 from pipeline.modeling.inference import batched_logps
-from pipeline.modeling import fitting
 from pipeline.tasks.base import Task
 
 FIELDS = scored_layouts.FIELD_KEYS
