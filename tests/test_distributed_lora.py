@@ -4,7 +4,6 @@ launch's checkpoint (the adapters and their optimizer state, as a one-process ru
 
 from __future__ import annotations
 
-import csv
 import shutil
 from pathlib import Path
 
@@ -16,16 +15,10 @@ from pipeline.modeling import lora
 from pipeline.orchestration import graph as plan
 from tests import tiny_llama
 from tests.conftest import micro_config, run_in_process
-from tests.test_distributed import LOSS_ABS, WEIGHT_ABS, launch
+from tests.test_distributed import LOSS_ABS, WEIGHT_ABS, launch, train_log
 
 # 30 pairs in batches of 16 (16 and 14), two epochs: four steps.
 ARGS_OF = ["loss=dpo", "n_pairs=30", "scale.train.epochs=2", "model=hf"]
-
-
-def _log(tmp: Path) -> list[dict]:
-    (path,) = (tmp / "cache" / "train").glob("*/train_log.csv")
-    with open(path) as f:
-        return list(csv.DictReader(f))
 
 
 def _adapter(tmp: Path) -> dict[str, torch.Tensor]:
@@ -53,7 +46,7 @@ def test_two_processes_train_the_one_process_adapters(tmp_path: Path) -> None:
     done = launch(two, 2, args)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     assert "resumed from the checkpoint after step 1" in done.stdout
-    a, b = _log(one), _log(two)
+    a, b = train_log(one), train_log(two)
     assert [r["step"] for r in a] == [r["step"] for r in b]
     for x, y in zip(a, b, strict=True):
         assert float(y["train/loss"]) == pytest.approx(float(x["train/loss"]), abs=LOSS_ABS)
