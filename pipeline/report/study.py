@@ -44,7 +44,7 @@ from pipeline.report.study_views import draw, figure_name, render
 from pipeline.report.variants import BASELINE, SFT, display, others, takes_offset
 
 # Bump when the outputs change for the same tables (part of the reuse key).
-VERSION = 2
+VERSION = 3  # 3: no interval (and not significant) from a single seed
 STAMP = ".study_key"
 SETTING = ["capacity", "n_pairs", "offset", "alpha"]
 
@@ -68,9 +68,9 @@ def bootstrap_ci(
     values: np.ndarray, n_boot: int = 10_000, seed: int = 0, level: float = 0.95
 ) -> tuple[float, float]:
     """Percentile bootstrap interval of the mean of ``values`` (resampled with replacement).
-    NaN for no values."""
+    NaN for fewer than two values (a single seed has no spread to resample)."""
     values = np.asarray(values, dtype=float)
-    if values.size == 0:
+    if values.size < 2:  # one seed: every resample is that seed, no interval at all
         return float("nan"), float("nan")
     rng = np.random.default_rng(seed)
     means = values[rng.integers(0, values.size, size=(n_boot, values.size))].mean(axis=1)
@@ -140,7 +140,7 @@ def _setting(capacity, n_pairs, offset, alpha, both, n_boot, h2h, loss) -> dict:
         "diff": float(diff.mean()),
         "ci_low": low,
         "ci_high": high,
-        "significant": bool(low > 0 or high < 0),
+        "significant": bool(low > 0 or high < 0),  # False with no interval (NaN)
         "matched": int(h2h["matched"]),
         f"{v}_better": int(h2h["odpo_better"]),
         f"{v}_lower_kl": int(h2h["odpo_lower_kl"]),

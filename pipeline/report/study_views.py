@@ -69,6 +69,18 @@ def draw(
     tmp.replace(out)
 
 
+def models_line(capacities: pd.Series) -> str:
+    """What made the tables: the small GPT-2s trained here (capacities named by layers and
+    width), or a model file's model by name (model=smollm2), with the stand-in data."""
+    named = sorted({str(c) for c in capacities if "-layer" not in str(c)})
+    if not named:
+        return ("Embedded stand-in (small GPT-2s trained here, Rotten Tomatoes text, a TF-IDF "
+                "classifier), not the paper's models or data. Produced by `make study`.")  # fmt: skip
+    return (f"Model: {', '.join(named)} (a real pretrained model, see README), with the embedded "
+            "stand-in data (Rotten Tomatoes text) and classifier (TF-IDF): not the paper's "
+            "models or data.")  # fmt: skip
+
+
 def render(
     study: pd.DataFrame, budget: float, n_boot: int, loss: str, per_seed: str = "per_seed.csv"
 ) -> str:
@@ -88,7 +100,9 @@ def render(
             num(r[f"area_{BASELINE}"]),
             num(r[f"area_{loss}"]),
             f"{r['diff']:+.4f}",
-            f"[{r['ci_low']:+.4f}, {r['ci_high']:+.4f}]",
+            f"[{r['ci_low']:+.4f}, {r['ci_high']:+.4f}]"
+            if pd.notna(r["ci_low"])
+            else f"none ({int(r['seeds'])} seed)",
             "yes" if r["significant"] else "no",
             str(r["matched"]),
             str(r[f"{loss}_better"]),
@@ -100,8 +114,7 @@ def render(
     lines = [
         f"# Study: when does {v} beat {b}?",
         "",
-        "Embedded stand-in (small GPT-2s trained here, Rotten Tomatoes text, a TF-IDF "
-        "classifier), not the paper's models or data. Produced by `make study`.",
+        models_line(study["capacity"]),
         "",
         f"Per setting: the area under the reward-vs-KL frontier for KL ≤ {budget:g} (floor: "
         f"the SFT reward), {v} minus {b}, averaged over seeds; the interval is a percentile "
