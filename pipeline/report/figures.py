@@ -11,6 +11,7 @@ import sys
 import time
 from pathlib import Path
 
+import pandas as pd
 from filelock import FileLock
 
 from pipeline import PROJECT_ROOT, tasks
@@ -22,7 +23,7 @@ from pipeline.infra.cache import (
     file_sha256,
     stable_hash,
 )
-from pipeline.report import winrates
+from pipeline.report import plots, winrates
 from pipeline.report.digest import write_summary
 from pipeline.report.plots import FIGURES, draw, figure_files, has_kl_with_prompt
 from pipeline.report.spec import DEFAULT_SPEC, SPEC, read_spec
@@ -34,14 +35,6 @@ def outputs_for(kind: str, task: str = "sentiment", with_prompt: bool = False) -
     """File names one figure kind writes (PNG and PDF of each figure, plus the summary)."""
     names = [name for name, _ in figure_files(kind, tasks.by_name(task), with_prompt)]
     return names + [str(Path(n).with_suffix(".pdf")) for n in names] + ["summary.md"]
-
-
-def _stand_in(table: Path) -> bool:
-    """Whether a run table holds stand-in results (its ``stand_in`` column)."""
-    import pandas as pd
-
-    column = pd.read_csv(table).get("stand_in")
-    return bool(column is not None and column.astype(str).str.lower().eq("true").any())
 
 
 def plot_results(
@@ -89,7 +82,7 @@ def plot_results(
             higher_is_better=task.higher_is_better,
         )  # fmt: skip
         if won:
-            note = f" ({task.stand_in_note})" if _stand_in(table) else ""
+            note = plots.stand_in_note(task, pd.read_csv(table))
             winrates.draw(wins, results_dir / winrates.FIGURE, spec["title"], note)
         atomic_write_text(stamp, key + "\n")
     Cache(cache_dir).record("plot", key, "computed", time.perf_counter() - start)

@@ -61,10 +61,9 @@ def series(runs: pd.DataFrame) -> list[tuple[str, pd.DataFrame, str, str]]:
     return out
 
 
-def _split(df: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame, bool]:
-    """(training runs, SFT baseline rows, whether the table is a stand-in)."""
-    stand_in = bool(df.get("stand_in", pd.Series([False])).fillna(False).astype(bool).any())
-    return df[df["loss"] != "sft"], df[df["loss"] == "sft"], stand_in
+def _split(df: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
+    """(training runs, SFT baseline rows, the whole table: what says how it was made)."""
+    return df[df["loss"] != "sft"], df[df["loss"] == "sft"], df
 
 
 def _title(fig: plt.Figure, text: str) -> None:
@@ -88,8 +87,21 @@ def _save(fig: plt.Figure, out: Path) -> Path:
     return out
 
 
-def _stand_in(task: Task, stand_in: bool) -> str:
-    return f" ({task.stand_in_note})" if stand_in else ""
+def stand_in_note(task: Task, df: pd.DataFrame) -> str:
+    """The title's note on a stand-in table (else ""): the task's note, or for a model
+    file's model (the ``base_model`` column) that model with the stand-in data."""
+    flags = df.get("stand_in", pd.Series([False])).astype(str).str.lower().eq("true")
+    if not flags.any():
+        return ""
+    models = sorted({str(m) for m in df.get("base_model", pd.Series(dtype=object)).dropna()})
+    models = [m for m in models if m != "embedded"]
+    if models:
+        return f" (model {', '.join(models)}; stand-in data and scorer, not the paper's)"
+    return f" ({task.stand_in_note})"
+
+
+def _stand_in(task: Task, df: pd.DataFrame) -> str:
+    return stand_in_note(task, df)
 
 
 def reward_vs_kl(
