@@ -12,7 +12,7 @@ SENTIMENT := -m experiment=sentiment
 # A first look: 6 runs of the sentiment grid (one seed, one size, 3 betas, DPO and ODPO).
 DEMO := -m experiment=sentiment seed=0 n_pairs=5000 loss.beta=0.1,1,5 results_dir=results/demo
 
-.PHONY: help setup data test lint format sentiment toxicity summarize sentiment-smollm2 summarize-smollm2 ablations study demo figures chaos clean mutants bench train-fsdp
+.PHONY: help setup data test test-random mutmut lint format sentiment toxicity summarize sentiment-smollm2 summarize-smollm2 ablations study demo figures chaos clean mutants bench train-fsdp
 
 help: ## list every target
 	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -119,6 +119,13 @@ $(BENCH_STAMP): $(STAMP)
 
 bench: $(BENCH_STAMP) ## CPU benchmark (ours vs TRL, work per sweep, sampling, run times, memory) -> results/bench/ (<20 min)
 	$(BENCH_PY) -m scripts.bench --out results/bench $(ARGS)
+
+mutmut: $(STAMP) ## mutation testing of the pure layers (mutmut, ~10 min) -> results/mutants/mutmut.md
+	rm -rf mutants  # a full run: mutmut would otherwise reuse its last verdicts
+	$(PY) scripts/mutmut_report.py
+
+test-random: $(STAMP) data ## the suite in a random order (pytest-randomly; SEED=<n> repeats an order)
+	@$(PY) -m pytest -o addopts=-q $(if $(SEED),--randomly-seed=$(SEED)) $(PYTEST_ARGS)
 
 mutants: $(STAMP) ## seeded bugs, one at a time on a copy of the tree: the suite must fail for each (long)
 	$(PY) tests/mutants/run.py $(MUTANTS)

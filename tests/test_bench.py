@@ -47,7 +47,7 @@ def test_writes_both_report_files_with_every_section(micro):
     assert set(saved["sections"]) == set(SECTIONS)
     md = (out / "report.md").read_text()
     for title in ("Ours vs TRL", "Work per sweep", "Sampling", "Seconds per training run",
-                  "Optimizer update", "Peak memory", "GPU"):  # fmt: skip
+                  "Optimizer update", "Reading published pair rows", "Peak memory", "GPU"):  # fmt: skip
         assert f"## {title}" in md
     machine = saved["machine"]
     assert machine["cpu"] and machine["logical_cores"] >= 1 and machine["date"]
@@ -142,6 +142,16 @@ def test_sampling_and_run_times_are_measured(micro):
     assert [p["pairs"] for p in points] == [32, 48, 64]
     assert [p["steps"] for p in points] == [2, 3, 4]
     assert {"seconds_per_1000_pairs", "intercept", "r2"} <= set(sec["runs"]["fit"])
+
+
+def test_the_data_section_reads_pair_rows_and_counts_their_pairs(micro):
+    s = micro[0]["sections"]["data"]
+    # One prompt per row, two distinct ratings each: one pair per training prompt, and
+    # round(300 * 0.1) = 30 prompts held out.
+    assert s["rows"] == 300 and s["groups"] == 300 and s["train_pairs"] == 270
+    assert "layout auto -> pairs" in s["layout_line"]
+    assert s["seconds"] >= s["read_seconds"] > 0 and s["file_mb"] > 0
+    assert "## Reading published pair rows" in (micro[1] / "report.md").read_text()
 
 
 def test_gpu_section_says_where_gpu_figures_come_from(micro, tmp_path):

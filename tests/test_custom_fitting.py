@@ -8,11 +8,12 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from pipeline.tasks import custom
 from tests import tiny_llama
-from tests.conftest import ROOT, run_in_process
+from tests.conftest import ROOT, ledger, micro_config, run_in_process
 
 AUTHORS = ROOT / "tests" / "fixtures" / "odpo_authors" / "imdb-sft-test-head250.jsonl"
 
@@ -125,6 +126,33 @@ def test_held_out_evaluation_takes_one_log_prob_per_distinct_response(
     assert done.returncode == 0, done.stderr[-2000:]
     (eval_file,) = (tmp_path / "cache" / "prompts").glob("*/eval_prompts.jsonl")
     n_eval = sum(len(json.loads(line)["responses"]) for line in eval_file.read_text().splitlines())
-    # The SFT row: one pass (its reference is itself); the trained policy: one pass for it
-    # and one for the reference, each over the distinct held-out responses.
-    assert rows_seen == [n_eval, n_eval, n_eval]
+    # The heldout stage: one pass of the SFT model over the distinct held-out responses;
+    # the SFT row: none (its log-ratio to itself is 0); the trained policy: one pass.
+    assert rows_seen == [n_eval, n_eval]
+    (heldout,) = (tmp_path / "cache" / "heldout").glob("*/heldout.npz")
+    assert np.load(heldout)["logps"].shape == (n_eval,)
+    # ... and the cached values give the numbers that computing them in the run gives.
+    from pipeline.modeling import models
+
+    cfg = micro_config(tmp_path, "task=custom", f"data.path={AUTHORS}", "loss=dpo")
+    (sft,) = (tmp_path / "cache" / "sft").glob("*/model")
+    (train,) = (tmp_path / "cache" / "train").glob("*/model")
+    rows = [json.loads(line) for line in eval_file.read_text().splitlines()]
+    policy, reference = models.load_model(train, "cpu").eval(), models.load_model(sft, "cpu").eval()
+    cached = custom.TASK.eval_extras(
+        cfg, policy, reference, sft, rows, {"logps": np.load(heldout)["logps"]}
+    )
+    computed = custom.TASK.eval_extras(cfg, policy, reference, sft, rows, None)
+    for name in ("pair_accuracy", "margin"):
+        np.testing.assert_array_equal(cached[name], computed[name])
+
+    # A second run of the sweep (another beta) reuses the SFT model's values: one pass.
+    rows_seen.clear()
+    again = run_in_process(
+        ["task=custom", f"data.path={AUTHORS}", "loss=dpo", "loss.beta=0.5"], tmp_path
+    )
+    assert again.returncode == 0, again.stderr[-2000:]
+    assert rows_seen == [n_eval]
+    assert [e["status"] for e in ledger(tmp_path) if e["stage"] == "heldout"] == [
+        "computed", "reused"
+    ]  # fmt: skip

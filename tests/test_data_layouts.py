@@ -444,3 +444,51 @@ def task_config(path: Path | None, **data):
     return OmegaConf.create(
         {"data": settings, "loss": {"name": "dpo"}, "offset": {"name": "log_diff"}}
     )
+
+
+# ---- the data stage's key: a folder by its files, a hub name by its commit -------------
+
+
+def data_key(tmp: Path, *overrides: str) -> str:
+    from pipeline.infra.atomic import stable_hash
+    from pipeline.stages import data
+    from tests.conftest import micro_config
+
+    return stable_hash(data.params(micro_config(tmp, "task=custom", *overrides)))
+
+
+def test_a_saved_datasets_folder_is_keyed_by_its_contents(tmp_path):
+    import datasets
+
+    folder = tmp_path / "saved"
+    datasets.Dataset.from_list(PAIR_ROWS).save_to_disk(str(folder))
+    before = data_key(tmp_path, f"data.path={folder}")
+    assert data_key(tmp_path, f"data.path={folder}") == before  # the same files: the same key
+    edited = [dict(PAIR_ROWS[0], score_chosen=9.5), *PAIR_ROWS[1:]]
+    datasets.Dataset.from_list(edited).save_to_disk(str(tmp_path / "edited"))
+    import shutil
+
+    shutil.rmtree(folder)
+    shutil.copytree(tmp_path / "edited", folder)  # edited in place, same folder name
+    assert data_key(tmp_path, f"data.path={folder}") != before
+
+
+def test_a_hub_name_is_keyed_by_the_commit_it_stands_for(tmp_path, monkeypatch):
+    import huggingface_hub
+
+    commits = iter(["1111aaaa", "2222bbbb"])
+    asked = []
+
+    class FakeApi:
+        def dataset_info(self, name, revision=None):
+            asked.append((name, revision))
+            return type("Info", (), {"sha": next(commits)})()
+
+    monkeypatch.setattr(huggingface_hub, "HfApi", FakeApi)
+    monkeypatch.setenv("HF_HUB_OFFLINE", "0")
+    first = data_key(tmp_path, "data.hf_name=someone/prefs")
+    second = data_key(tmp_path, "data.hf_name=someone/prefs")  # main moved on
+    assert first != second and asked == [("someone/prefs", None)] * 2
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")  # offline: the revision as given, no call
+    assert data_key(tmp_path, "data.hf_name=someone/prefs", "data.revision=abc") != first
+    assert len(asked) == 2

@@ -1,11 +1,11 @@
-"""Unit tests for pipeline.math.rewards.training_score."""
+"""Unit tests for pipeline.math.rewards: the good label's probability and the training score."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from pipeline.math.rewards import training_score
+from pipeline.math.rewards import good_probability, training_score
 
 
 @pytest.mark.parametrize(
@@ -43,3 +43,15 @@ def test_accepts_lists_and_empty():
 def test_invalid_probability_raises(bad):
     with pytest.raises(ValueError, match="row 1"):
         training_score(np.array([0.3, bad, 0.7]))
+
+
+def test_good_probability_is_the_scorers_own_when_higher_is_better() -> None:
+    p = np.array([0.0, 0.3, 0.9])
+    np.testing.assert_array_equal(good_probability(p, True), p)
+
+
+def test_good_probability_is_the_complement_when_lower_is_better() -> None:
+    # p(toxic) 0.9 is a bad continuation: its good label (non-toxic) has 0.1.
+    got = good_probability(np.array([0.0, 0.25, 0.9]), False)
+    np.testing.assert_allclose(got, [1.0, 0.75, 0.1], atol=1e-12)
+    assert got.dtype == np.float64

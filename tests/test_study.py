@@ -57,6 +57,21 @@ def test_bootstrap_interval_holds_the_mean_and_narrows_with_agreement() -> None:
     assert tight_high - tight_low < (high - low) / 10
 
 
+@pytest.mark.parametrize(("level", "z"), [(0.95, 1.959964), (0.5, 0.674490)])
+def test_bootstrap_interval_has_the_level_it_is_labelled_with(level: float, z: float) -> None:
+    # 400 values: the bootstrap distribution of the mean is close to normal with standard
+    # error s / sqrt(n), so the interval's half-width is z(level) times that, within a few %.
+    values = np.random.default_rng(3).normal(0.0, 1.0, 400)
+    low, high = study.bootstrap_ci(values, level=level)
+    se = values.std(ddof=1) / np.sqrt(values.size)
+    assert (high - low) / 2 == pytest.approx(z * se, rel=0.06)
+    assert low < values.mean() < high
+    assert (low + high) / 2 == pytest.approx(values.mean(), abs=0.1 * se)
+    default_low, default_high = study.bootstrap_ci(values)
+    if level == 0.95:  # the study's tables call it with the default: 95%
+        assert (default_low, default_high) == (low, high)
+
+
 def test_bootstrap_of_nothing_is_nan() -> None:
     low, high = study.bootstrap_ci(np.array([]))
     assert np.isnan(low) and np.isnan(high)

@@ -5,6 +5,7 @@ its sha256, a key hashed from a config).
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import os
@@ -26,6 +27,24 @@ def file_sha256(path: Path) -> str:
         for chunk in iter(lambda: f.read(1 << 20), b""):
             h.update(chunk)
     return h.hexdigest()
+
+
+def tree_sha256(path: Path) -> str:
+    """sha256 over a folder's files (relative name and contents, in name order): the key of
+    a folder such as one ``datasets`` wrote with ``save_to_disk``. Each file is hashed
+    once per (size, mtime) in a process, as the keys of one run ask several times."""
+    root = Path(path)
+    h = hashlib.sha256()
+    for file in sorted(p for p in root.rglob("*") if p.is_file()):
+        st = file.stat()
+        name = file.relative_to(root).as_posix()
+        h.update(f"{name}\0{_file_sha256_at(str(file), st.st_size, st.st_mtime_ns)}\0".encode())
+    return h.hexdigest()
+
+
+@functools.lru_cache(maxsize=256)
+def _file_sha256_at(path: str, size: int, mtime_ns: int) -> str:
+    return file_sha256(Path(path))
 
 
 def file_stat(path: Path) -> list[int]:

@@ -66,3 +66,17 @@ def require_dataset(name: str, key: str) -> None:
         f"{key}='{name}' needs the Hugging Face hub, but the pipeline is offline (offline=true); "
         "use scale=embedded, data.source=local with data.path, or pass offline=false"
     )
+
+
+def dataset_revision(name: str, revision: str | None) -> str | None:
+    """The commit a data set name and revision stand for on the hub (``revision`` None:
+    its main branch now), so that a cache key changes when the data set does. Offline, or
+    when the hub cannot answer, the revision as given."""
+    if offline() or Path(name).expanduser().exists():
+        return revision
+    try:
+        from huggingface_hub import HfApi
+
+        return HfApi().dataset_info(name, revision=revision).sha or revision
+    except Exception:  # noqa: BLE001 - loading the data set will name the problem
+        return revision

@@ -116,22 +116,6 @@ def uses_offset(name: str) -> bool:
     return bool(loss is not None and loss.uses_offset)
 
 
-@register("dpo", uses_offset=False)
-def dpo_loss(
-    *logps: torch.Tensor, beta: float, offset: torch.Tensor | None = None
-) -> PreferenceOutput:
-    """DPO: the offset is ignored even if given."""
-    return preference_terms(*logps, beta=beta, offset=None)
-
-
-@register("odpo", uses_offset=True)
-def odpo_loss(
-    *logps: torch.Tensor, beta: float, offset: torch.Tensor | None = None
-) -> PreferenceOutput:
-    """ODPO: the pair must be separated by at least ``offset`` in implicit reward."""
-    return preference_terms(*logps, beta=beta, offset=offset)
-
-
 def ipo_terms(
     policy_chosen_logps: torch.Tensor,
     policy_rejected_logps: torch.Tensor,
@@ -166,17 +150,22 @@ def ipo_terms(
     )
 
 
-@register("ipo", uses_offset=False)
-def ipo_loss(
-    *logps: torch.Tensor, beta: float, offset: torch.Tensor | None = None
-) -> PreferenceOutput:
-    """IPO: (h - 1/(2 beta))^2; the offset is ignored even if given."""
-    return ipo_terms(*logps, beta=beta, offset=None)
+def register_pair(terms: Callable[..., PreferenceOutput], plain: str, shifted: str) -> None:
+    """Register one loss's two faces: ``plain`` ignores an offset even if given (DPO, IPO)
+    and ``shifted`` asks each pair for it (ODPO, IPO with an offset)."""
+
+    def without_offset(*logps: torch.Tensor, beta: float, offset=None) -> PreferenceOutput:
+        return terms(*logps, beta=beta, offset=None)
+
+    def with_offset(*logps: torch.Tensor, beta: float, offset=None) -> PreferenceOutput:
+        return terms(*logps, beta=beta, offset=offset)
+
+    register(plain, uses_offset=False)(without_offset)
+    register(shifted, uses_offset=True)(with_offset)
 
 
-@register("ipo_offset", uses_offset=True)
-def ipo_offset_loss(
-    *logps: torch.Tensor, beta: float, offset: torch.Tensor | None = None
-) -> PreferenceOutput:
-    """IPO with an offset: the reward margin is pulled to 1/2 + ``offset``."""
-    return ipo_terms(*logps, beta=beta, offset=offset)
+# DPO and ODPO: -log sigmoid(margin - offset); the pair must be separated by at least
+# ``offset`` in implicit reward. IPO: (h - 1/(2 beta))^2, and with an offset the reward
+# margin is pulled to 1/2 + ``offset``.
+register_pair(preference_terms, "dpo", "odpo")
+register_pair(ipo_terms, "ipo", "ipo_offset")

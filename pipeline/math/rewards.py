@@ -1,4 +1,5 @@
-"""Turning a classifier's p(positive) into the paper's training score."""
+"""Turning a scorer's probability into the probability of the good label and that into the
+paper's training score."""
 
 from __future__ import annotations
 
@@ -25,3 +26,10 @@ def training_score(p_positive: np.ndarray) -> np.ndarray:
         )
     says_positive = p >= 0.5
     return np.where(says_positive, 1.0 + p, 1.0 - (1.0 - p))
+
+
+def good_probability(p: np.ndarray, higher_is_better: bool) -> np.ndarray:
+    """The probability of the good label from a scorer's probability of its label: itself
+    when a higher probability is better (p(positive)), else its complement (p(toxic))."""
+    p = np.asarray(p, dtype=np.float64)
+    return p if higher_is_better else 1.0 - p

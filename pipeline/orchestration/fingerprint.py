@@ -18,7 +18,7 @@ from omegaconf import DictConfig, OmegaConf
 from pipeline.infra.cache import atomic_write_json, stable_hash
 from pipeline.infra.errors import ConfigError
 from pipeline.modeling import precision
-from pipeline.orchestration.graph import NOT_IN_KEY, STAGE_VERSIONS
+from pipeline.orchestration.graph import NOT_IN_KEY, OPTIONAL, STAGE_VERSIONS
 from pipeline.report.runs import (
     AXES,
     FINGERPRINT,
@@ -67,7 +67,12 @@ def fingerprint(cfg: DictConfig) -> dict:
     for name, default in OMITTED_AT_DEFAULT:
         if settings.get(name, default) == default:
             settings.pop(name, None)
-    body = {"settings": settings, "code": dict(STAGE_VERSIONS)}
+    code = {
+        name: version
+        for name, version in STAGE_VERSIONS.items()
+        if name not in OPTIONAL or OPTIONAL[name].params(cfg) is not None
+    }
+    body = {"settings": settings, "code": code}
     return {"id": stable_hash(body)[:16], **body}
 
 

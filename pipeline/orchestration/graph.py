@@ -27,6 +27,7 @@ from pipeline.stages import (
     classifier,
     data,
     evaluate,
+    heldout,
     judge,
     pairs,
     prompts,
@@ -46,6 +47,9 @@ class Stage:
     folder: str = ""  # its cache folder, when not ``name`` (one module run twice)
     judged_only: bool = False  # runs only for a judged task (task=summarize)
     lead_only: bool = False  # in a distributed launch, rank 0 alone runs it
+    # Makes an artifact only for some tasks, and is in a results table's fingerprint only
+    # then (tables made before it existed keep theirs).
+    optional: bool = False
 
     @property
     def cache_name(self) -> str:
@@ -61,11 +65,19 @@ GRAPH: tuple[Stage, ...] = (
     Stage("score", score, ("sample", "classifier", "prompts")),
     Stage("pairs", pairs, ("score",)),
     Stage("reference", reference, ("sft", "sample")),
+    Stage("heldout", heldout, ("sft", "prompts"), optional=True),
     # The SFT model evaluated once (same eval prompts and seed) as the baseline row.
-    Stage("evaluate_sft", evaluate, ("sft", "sft", "classifier", "prompts"), folder="evaluate"),
+    Stage(
+        "evaluate_sft",
+        evaluate,
+        ("sft", "sft", "classifier", "prompts", "heldout"),
+        folder="evaluate",
+    ),  # fmt: skip
     Stage("judge_sft", judge, ("sft", "sft", "prompts"), "judge", judged_only=True, lead_only=True),
     Stage("train", train, ("sft", "sample", "pairs", "reference")),
-    Stage("evaluate", evaluate, ("train", "sft", "classifier", "prompts"), lead_only=True),
+    Stage(
+        "evaluate", evaluate, ("train", "sft", "classifier", "prompts", "heldout"), lead_only=True
+    ),  # fmt: skip
     Stage("judge", judge, ("train", "sft", "prompts"), judged_only=True, lead_only=True),
 )
 BY_NAME = {stage.name: stage for stage in GRAPH}
@@ -82,6 +94,8 @@ STAGE_MODULES: dict[str, ModuleType] = {
 }
 # Stage name -> its code version (part of its key; a results table records them).
 STAGE_VERSIONS: dict[str, int] = {name: m.VERSION for name, m in STAGE_MODULES.items()}
+# Stages in a table's fingerprint only where they make an artifact (``Stage.optional``).
+OPTIONAL: dict[str, ModuleType] = {s.name: s.module for s in GRAPH if s.optional}
 # Stage name -> the config keys it reads without them changing its output.
 NOT_IN_KEY: dict[str, tuple[str, ...]] = {
     name: m.NOT_IN_KEY for name, m in STAGE_MODULES.items() if hasattr(m, "NOT_IN_KEY")

@@ -53,7 +53,7 @@ def run_experiment(cfg: DictConfig) -> dict:
     walk(SHARED)
     train.check_offsets(cfg, arts["pairs"])
     row = record.identity_row(cfg, arts["pairs"])
-    walk(("evaluate_sft", "judge_sft"))
+    walk(("heldout", "evaluate_sft", "judge_sft"))
     base = record.baseline_row(cfg, arts["evaluate_sft"])
     wins = record.judged_rows(cfg, base, arts.get("judge_sft"))
     train_inputs = [arts[name] for name in graph.BY_NAME["train"].inputs]

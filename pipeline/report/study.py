@@ -38,6 +38,7 @@ import pandas as pd
 
 from pipeline.infra.cache import Cache, atomic_write_text, file_sha256, stable_hash
 from pipeline.math.frontier import frontier_area
+from pipeline.math.stats import bootstrap_ci
 from pipeline.report.digest import head_to_head, training_runs
 from pipeline.report.runs import as_reward, read, read_fingerprint
 from pipeline.report.study_views import draw, figure_name, render
@@ -62,21 +63,6 @@ def table_names(losses: list[str], loss: str) -> tuple[str, str]:
     if len(losses) == 1:
         return "study.csv", "per_seed.csv"
     return f"study_{loss}.csv", f"per_seed_{loss}.csv"
-
-
-def bootstrap_ci(
-    values: np.ndarray, n_boot: int = 10_000, seed: int = 0, level: float = 0.95
-) -> tuple[float, float]:
-    """Percentile bootstrap interval of the mean of ``values`` (resampled with replacement).
-    NaN for fewer than two values (a single seed has no spread to resample)."""
-    values = np.asarray(values, dtype=float)
-    if values.size < 2:  # one seed: every resample is that seed, no interval at all
-        return float("nan"), float("nan")
-    rng = np.random.default_rng(seed)
-    means = values[rng.integers(0, values.size, size=(n_boot, values.size))].mean(axis=1)
-    tail = (1 - level) / 2 * 100
-    low, high = np.percentile(means, [tail, 100 - tail])
-    return float(low), float(high)
 
 
 def capacity_label(results_dir: Path) -> str:

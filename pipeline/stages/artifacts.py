@@ -32,3 +32,9 @@ def pairs(artifact: Artifact) -> dict:
 def reference_logps(artifact: Artifact) -> np.ndarray:
     """The reference stage's log pi_SFT(response | prompt), one per response, flattened."""
     return load_arrays(artifact / "reference_logps.npz")["logps"]
+
+
+def heldout(artifact: Artifact | None) -> dict[str, np.ndarray] | None:
+    """The heldout stage's ``heldout.npz``: the SFT model's values on the held-out set,
+    as its task named them (None: the task has none)."""
+    return None if artifact is None else load_arrays(artifact / "heldout.npz")

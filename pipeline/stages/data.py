@@ -9,7 +9,8 @@ from pathlib import Path
 from omegaconf import DictConfig, OmegaConf
 
 from pipeline import tasks
-from pipeline.infra.atomic import file_sha256
+from pipeline.infra import hub
+from pipeline.infra.atomic import file_sha256, tree_sha256
 from pipeline.infra.cache import Artifact, Cache
 from pipeline.infra.io import write_jsonl
 
@@ -27,9 +28,16 @@ def params(cfg: DictConfig) -> dict:
     params.update(tasks.get(cfg).key_extras("data"))
     path = params.get("path")
     if isinstance(path, str) and path.strip():
-        # A file is keyed by its contents, so editing it in place recomputes.
+        # A file is keyed by its contents, so editing it in place recomputes; so is a
+        # folder (a saved ``datasets`` folder), by all of its files.
         file = Path(path).expanduser()
         params["path_sha256"] = file_sha256(file) if file.is_file() else None
+        if file.is_dir():
+            params["path_sha256"] = tree_sha256(file)
+    name = params.get("hf_name")
+    if isinstance(name, str) and name.strip():
+        # A hub name is keyed by the commit it stands for (main moves on).
+        params["hf_commit"] = hub.dataset_revision(name, params.get("revision"))
     return params
 
 

@@ -37,6 +37,7 @@ from pipeline.math import kl
 from pipeline.modeling import inference, lora, models
 from pipeline.modeling import precision as precisions
 from pipeline.scoring import scorers
+from pipeline.stages import artifacts
 
 # Bump when this stage's output changes for the same config (part of its cache key).
 VERSION = 1
@@ -121,9 +122,10 @@ def run(
     sft: Artifact,
     classifier: Artifact | None,
     prompts: Artifact,
+    heldout: Artifact | None = None,
 ) -> Artifact:
-    """Evaluate ``policy`` (a train artifact, or the SFT artifact for the baseline);
-    without a classifier (a task that names no scorer) there is no scorer metric."""
+    """Evaluate ``policy`` (a train artifact, or the SFT one for the baseline); without a
+    classifier (no scorer named) no scorer metric; ``heldout``: the SFT model's held-out values."""
     eval_cfg, sample_cfg, task = cfg.scale.eval, cfg.scale.sample, tasks.get(cfg)
     proto = protocol(cfg)
 
@@ -170,7 +172,9 @@ def run(
         if not proto["kl_with_prompt"]:
             kls.pop("kl_with_prompt")
         per_sample |= kls
-        per_sample |= task.eval_extras(cfg, policy_model, sft_model, sft / "model", rows)
+        per_sample |= task.eval_extras(
+            cfg, policy_model, sft_model, sft / "model", rows, artifacts.heldout(heldout)
+        )
         metrics = {}
         for name, values in per_sample.items():
             metrics[name], metrics[f"{name}_se"] = kl.mean_and_se(
@@ -189,7 +193,7 @@ def run(
         )
         return metrics
 
-    inputs = [a for a in (policy, sft, classifier, prompts) if a is not None]
+    inputs = [a for a in (policy, sft, classifier, prompts, heldout) if a is not None]
     return cache.stage("evaluate", params(cfg), inputs, build, version=VERSION)
 
 

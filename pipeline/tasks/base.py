@@ -17,6 +17,7 @@ from omegaconf import DictConfig
 from pipeline.infra.checks import at_most, choice, data_file, get, hub_or_local, number
 from pipeline.infra.errors import DataError
 from pipeline.infra.hub import require_dataset
+from pipeline.math import rewards
 from pipeline.modeling.inference import make_prompts
 
 
@@ -160,14 +161,32 @@ class Task:
 
     def good_probability(self, p: np.ndarray) -> np.ndarray:
         """The probability of the good label from the scorer's probability."""
-        p = np.asarray(p, dtype=np.float64)
-        return p if self.higher_is_better else 1.0 - p
+        return rewards.good_probability(p, self.higher_is_better)
 
     def eval_extras(
-        self, cfg: DictConfig, policy, reference, sft_dir: Path, rows: list[dict]
+        self,
+        cfg: DictConfig,
+        policy,
+        reference,
+        sft_dir: Path,
+        rows: list[dict],
+        heldout: dict[str, np.ndarray] | None = None,
     ) -> dict[str, np.ndarray]:
         """Per-item evaluation values that need the two models (not the scorer), each
-        averaged with its standard error; ``rows``: the evaluation prompt rows."""
+        averaged with its standard error; ``rows``: the evaluation prompt rows;
+        ``heldout``: what ``heldout_reference`` gave for them (None: the task has none)."""
+        return {}
+
+    def heldout_params(self, cfg: DictConfig) -> dict | None:
+        """The key of the SFT model's values on the held-out set that ``eval_extras``
+        compares every policy with (the heldout stage computes them once per sweep), or
+        None when the task has none."""
+        return None
+
+    def heldout_reference(
+        self, cfg: DictConfig, reference, sft_dir: Path, rows: list[dict]
+    ) -> dict[str, np.ndarray]:
+        """Those values, from the SFT model ``reference`` on the evaluation rows."""
         return {}
 
     def sample_metrics(self, p: np.ndarray) -> dict[str, np.ndarray]:

@@ -176,23 +176,52 @@ class Custom(Task):
     def columns(self) -> list[str]:
         return ["pair_accuracy", "pair_accuracy_se", "margin", "margin_se", "reward", "reward_se"]
 
-    def eval_extras(
-        self, cfg: DictConfig, policy, reference, sft_dir: Path, rows: list[dict]
-    ) -> dict[str, np.ndarray]:
-        """Per held-out pair: 1 / 0.5 / 0 as the policy's log-ratio margin is >, =, < 0,
-        and the margin itself (log-ratios to the SFT model, chosen minus rejected). One
-        log-prob per distinct response (a response is in several pairs), and one pass when
-        the policy is the SFT model itself (its row)."""
-        given = self.given_samples(cfg, sft_dir, rows)
-        pairs = scored_files.ragged_pairs(self.given_scores(rows, given))
-        starts = np.cumsum([0] + [len(r) for r in given["responses"]])
+    def heldout_params(self, cfg: DictConfig) -> dict | None:
+        # The held-out responses as given_samples frames them, from the prompts stage's
+        # rows and the SFT model (both inputs of the heldout stage).
+        return self.given_samples_params(cfg)
+
+    def _heldout_logps(self, cfg: DictConfig, model, sft_dir: Path, given: dict) -> np.ndarray:
+        """log pi(response | prompt) of every held-out response, once each."""
         prompts = [p for p, rs in zip(given["prompts"], given["responses"], strict=True)
                    for _ in rs]  # fmt: skip
         flat = [r for rs in given["responses"] for r in rs]
-        pad, batch = models.load_tokenizer(sft_dir).pad_token_id, cfg.scale.eval.batch_size
-        mine = batched_logps(policy, prompts, flat, pad, batch)
-        ratio = mine - (mine if reference is policy else
-                        batched_logps(reference, prompts, flat, pad, batch))  # fmt: skip
+        pad = models.load_tokenizer(sft_dir).pad_token_id
+        return batched_logps(model, prompts, flat, pad, cfg.scale.eval.batch_size)
+
+    def heldout_reference(
+        self, cfg: DictConfig, reference, sft_dir: Path, rows: list[dict]
+    ) -> dict[str, np.ndarray]:
+        """The SFT model's log-prob of every held-out response (one pass, shared by every
+        evaluation of a sweep)."""
+        given = self.given_samples(cfg, sft_dir, rows)
+        return {"logps": self._heldout_logps(cfg, reference, sft_dir, given)}
+
+    def eval_extras(
+        self,
+        cfg: DictConfig,
+        policy,
+        reference,
+        sft_dir: Path,
+        rows: list[dict],
+        heldout: dict[str, np.ndarray] | None = None,
+    ) -> dict[str, np.ndarray]:
+        """Per held-out pair: 1 / 0.5 / 0 as the policy's log-ratio margin is >, =, < 0,
+        and the margin itself (log-ratios to the SFT model, chosen minus rejected). One
+        log-prob per distinct response (a response is in several pairs); the SFT model's
+        from the heldout stage when given (else computed here), and none at all for the SFT
+        row itself (its log-ratio to itself is 0)."""
+        given = self.given_samples(cfg, sft_dir, rows)
+        pairs = scored_files.ragged_pairs(self.given_scores(rows, given))
+        starts = np.cumsum([0] + [len(r) for r in given["responses"]])
+        if reference is policy:
+            ratio = np.zeros(int(starts[-1]))
+        else:
+            mine = self._heldout_logps(cfg, policy, sft_dir, given)
+            theirs = (heldout or {}).get("logps")
+            if theirs is None:
+                theirs = self._heldout_logps(cfg, reference, sft_dir, given)
+            ratio = mine - theirs
         chosen, rejected = starts[pairs[:, 0]] + pairs[:, 1], starts[pairs[:, 0]] + pairs[:, 2]
         margin = ratio[chosen] - ratio[rejected]
         return {"pair_accuracy": (np.sign(margin) + 1) / 2, "margin": margin}

@@ -21,7 +21,7 @@ from pipeline import PROJECT_ROOT
 
 
 def _pieces() -> dict:
-    from scripts.bench import optimizer, sampling, smollm2, stage_pieces, training
+    from scripts.bench import data_rows, optimizer, sampling, smollm2, stage_pieces, training
 
     return {
         "baseline": lambda: {},  # the imports alone: what every piece's peak starts from
@@ -37,6 +37,7 @@ def _pieces() -> dict:
         "optimizer_update": optimizer.update,
         "smollm2_training": smollm2.training,
         "smollm2_sampling": smollm2.sampling,
+        "read_pairs": data_rows.read_pairs,
     }
 
 

@@ -178,3 +178,12 @@ def smollm2_setup(plan: dict, s: dict, threads: int, version: str | None, tr: di
         f"response each of up to {samp['max_new_tokens']} new tokens, after a small warm-up "
         "batch; real tokens end at the model's EOS."
     )
+
+
+DATA_ROWS_SETUP = (
+    "A synthetic file in the UltraFeedback-binarized layout (prompt; chosen and rejected as "
+    "chat messages; score_chosen, score_rejected; one prompt per row, about 2 KB a row), "
+    "written untimed, then read by `task=custom`'s reader (`data.layout=auto`) and every "
+    "training pair built from its groups (a 10% held-out split), in a child process of its "
+    "own: its peak resident memory includes the imports, measured alone beside it."
+)

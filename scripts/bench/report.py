@@ -43,6 +43,7 @@ def render(report: dict) -> str:
         ("sampling", "Sampling throughput"),
         ("runs", "Seconds per training run"),
         ("optimizer", "Optimizer update"),
+        ("data", "Reading published pair rows"),
         ("memory", "Peak memory per stage"),
         ("gpu", "GPU"),
     ):

@@ -15,7 +15,7 @@ from scripts.bench import child, machine, report
 from scripts.bench.sections import Bench
 from scripts.bench.synthetic import DataSpec, ModelSpec
 
-SECTIONS = ("trl", "sweep", "sampling", "runs", "optimizer", "memory", "gpu")
+SECTIONS = ("trl", "sweep", "sampling", "runs", "optimizer", "data", "memory", "gpu")
 # Run only when named in --only (a real 135M model: minutes, and its weights in the cache).
 OPTIONAL = ("smollm2",)
 
@@ -54,6 +54,8 @@ def plans() -> dict[str, dict]:
             "sft_steps": 20,
             "eval_prompts": 256,
             "optimizer_steps": 12,
+            # UltraFeedback-binarized has 61,135 training rows.
+            "data_rows": {"rows": 60_000, "targets": {"seconds": 30.0, "peak_gb": 2.0}},
             # 8 + 24 = 32-token sequences; 4 responses per prompt, as sentiment_smollm2.
             "smollm2": _smollm2(
                 DataSpec(n_prompts=64, n_samples=4, prompt_tokens=7, max_new_tokens=24, p_eos=0.0),
@@ -80,6 +82,7 @@ def plans() -> dict[str, dict]:
             "sft_steps": 2,
             "eval_prompts": 16,
             "optimizer_steps": 4,
+            "data_rows": {"rows": 300, "targets": {"seconds": 30.0, "peak_gb": 2.0}},
             "smollm2": _smollm2(
                 DataSpec(n_prompts=8, n_samples=4, prompt_tokens=3, max_new_tokens=4, p_eos=0.0),
                 warmup=1,
@@ -183,6 +186,8 @@ def main(argv: list[str] | None = None) -> dict:
         sections["runs"] = bench.runs()
     if "optimizer" in only:
         sections["optimizer"] = bench.optimizer()
+    if "data" in only:
+        sections["data"] = bench.data_rows()
     if "memory" in only:
         sections["memory"] = bench.memory_section()
     if "gpu" in only:

@@ -183,6 +183,15 @@ class Bench:
             **out,
         }
 
+    def data_rows(self) -> dict:
+        """Reading published pair rows (UltraFeedback-binarized layout) and building pairs."""
+        plan = self.plan["data_rows"]
+        baseline = self.piece("baseline", "imports only (torch, transformers, pipeline)", "–")
+        out = self.piece("read_pairs", f"reading {plan['rows']:,} pair rows", "data",
+                         n_rows=plan["rows"])  # fmt: skip
+        return {"setup": notes.DATA_ROWS_SETUP, "targets": plan["targets"],
+                "baseline_rss_mb": baseline.get("peak_rss_mb"), **out}  # fmt: skip
+
     def memory_section(self) -> dict:
         if not self.isolate:
             return {"isolated": False}
