@@ -4,6 +4,7 @@ area with its bootstrap interval, and each seed's value), and its summary.md tex
 
 from __future__ import annotations
 
+from math import comb
 from pathlib import Path
 
 import numpy as np
@@ -136,11 +137,14 @@ def render(
         if len(part):
             named = "; ".join(setting_label(r, shifted) for r in part.itertuples())
             lines.append(f"- {label}: " + named)
+    n = int(study["seeds"].min()) if len(study) else 0
+    # n seeds resampled with replacement: C(2n - 1, n) distinct multisets, so as many means.
     lines += [
         "",
-        "With 3 seeds a bootstrap interval is coarse (10 distinct resampled means) and tends "
-        "to be too narrow; a setting called significant here is a lead to check with more "
-        f"seeds, not a settled result. Per-seed areas: `{per_seed}`.",
+        f"With {n} seed{'s' * (n != 1)} a bootstrap interval is coarse ({comb(2 * n - 1, n) if n else 0} "
+        "distinct resampled means) and tends to be too narrow; a setting called significant "
+        f"here is a lead to check with more seeds, not a settled result. Per-seed areas: "
+        f"`{per_seed}`.",
         "",
     ]
     return "\n".join(lines)
