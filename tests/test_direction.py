@@ -39,7 +39,7 @@ from pipeline.report.figures import plot_results
 from tests.conftest import ROOT, ledger, micro_config, run_in_process
 
 HALF = 4.0
-TRAIN = ["scale.train.lr=5e-3", "n_pairs=400"]
+TRAIN = ["scale.train.lr=5e-3", "n_pairs=400", "loss.beta=0.5"]
 RUNS = (["loss=dpo"], ["loss=odpo", "loss.alpha=1"])
 # What each task of the paper means; a new task states its own (higher_is_better) and
 # this pin is only for the three whose meaning is the paper's.
@@ -234,6 +234,11 @@ def test_the_summary_reads_the_tasks_direction(run: dict) -> None:
         want = expected_area(np.array([row["kl"]]), np.array([row[metric]]), sft[metric], budget,
                              sign)  # fmt: skip
         assert areas[label] == pytest.approx(want, abs=1.5e-3), (label, areas[label], want)
+    # The words say the direction: the runs line, the area's definition, the duel's column.
+    better = "higher" if sign > 0 else "lower"
+    assert f"{better} {metric} and lower KL are better" in text
+    assert f"R(x) is the {'highest' if sign > 0 else 'lowest'} {metric} of the row's runs" in text
+    assert f"| ODPO {better} {metric} |" in text
     (duel,) = markdown_rows(text, "against its reference at matched")
     assert duel[0].startswith("ODPO") and duel[1] == "DPO"
     assert int(duel[3]) == int(sign * (odpo[metric] - dpo[metric]) > 0), duel
