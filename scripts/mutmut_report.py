@@ -141,7 +141,9 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--children", type=int, default=os.cpu_count() or 1)
     parser.add_argument("--no-run", action="store_true", help="report the last run only")
     args = parser.parse_args(argv)
-    seconds = None
+    # Re-reporting the last run (new reasons, say) keeps that run's time.
+    last = OUT / "mutmut.json"
+    seconds = json.loads(last.read_text()).get("seconds") if last.is_file() else None
     if not args.no_run:
         start = time.perf_counter()
         # mutmut exits non-zero when mutants survive; the report says which.
