@@ -4,6 +4,7 @@ Markdown only presents them): the header, then each section's part."""
 from __future__ import annotations
 
 from scripts.bench.markdown import _f, _mb, _table
+from scripts.bench.report_data import render_data
 from scripts.bench.report_smollm2 import render_smollm2
 from scripts.bench.report_trl import render_trl
 
@@ -291,6 +292,7 @@ RENDER = {
     "sampling": _sampling,
     "runs": _runs,
     "optimizer": _optimizer,
+    "data": render_data,
     "memory": _memory,
     "gpu": _gpu,
 }
