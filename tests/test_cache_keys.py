@@ -202,6 +202,8 @@ def test_changing_a_config_key_changes_exactly_the_keys_of_stages_that_read_it(
     for stage in readers:
         exempt = leaf in plan.RUNTIME_KEYS or leaf in plan.NOT_IN_KEY.get(stage, ())
         for name in plan_names(stage):
+            if name not in before and name not in after:
+                continue  # the stage makes no artifact either way (heldout for sentiment)
             if exempt:
                 assert after[name] == before[name], (
                     f"{leaf} is declared not to change {stage}'s output, but its key moved"
