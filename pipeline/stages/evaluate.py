@@ -197,13 +197,5 @@ def run(
     return cache.stage("evaluate", params(cfg), inputs, build, version=VERSION)
 
 
-def published(cfg: DictConfig, cache: Cache, inputs: list[Artifact]) -> bool:
-    """Whether the evaluation ``run`` would make from ``inputs`` (policy, sft,
-    classifier, prompts) is in the cache: its manifest is written last."""
-    inputs = [a for a in inputs if a is not None]
-    key = cache.key("evaluate", params(cfg), inputs, version=VERSION)
-    return (cache.root / "evaluate" / key / "manifest.json").is_file()
-
-
 def load(artifact: Artifact) -> dict:
     return json.loads((artifact / "metrics.json").read_text())
