@@ -156,3 +156,45 @@ def test_held_out_evaluation_takes_one_log_prob_per_distinct_response(
     assert [e["status"] for e in ledger(tmp_path) if e["stage"] == "heldout"] == [
         "computed", "reused"
     ]  # fmt: skip
+
+
+def _reference_table(tmp: Path) -> np.ndarray:
+    (found,) = (tmp / "cache" / "reference").glob("*/reference_logps.npz")
+    return np.load(found)["logps"]
+
+
+def test_a_few_pairs_of_a_large_file_score_only_the_responses_they_use(tmp_path: Path) -> None:
+    # 20 pairs can use at most 40 of the file's ~225 training responses: auto scores those.
+    args = ["task=custom", f"data.path={AUTHORS}", "loss=dpo", "n_pairs=20"]
+    done = run_in_process(args, tmp_path / "few")
+    assert done.returncode == 0, done.stderr[-2000:]
+    (pairs_file,) = (tmp_path / "few" / "cache" / "pairs").glob("*/pairs.npz")
+    pairs = np.load(pairs_file)
+    used = {(int(g), int(k)) for side in ("chosen", "rejected")
+            for g, k in zip(pairs["prompt"], pairs[side], strict=True)}  # fmt: skip
+    scoped = _reference_table(tmp_path / "few")
+    assert {tuple(map(int, ij)) for ij in np.argwhere(np.isfinite(scoped))} == used
+    assert f"[reference] {len(used)} responses of " in done.stdout
+
+    # data.reference_responses=all: every response, the same values on the shared ones.
+    every = run_in_process([*args, "data.reference_responses=all"], tmp_path / "all")
+    assert every.returncode == 0, every.stderr[-2000:]
+    full = _reference_table(tmp_path / "all")
+    assert np.isfinite(full).sum() > 4 * len(used)
+    mask = np.isfinite(scoped)
+    np.testing.assert_allclose(scoped[mask], full[mask], rtol=1e-5)
+
+
+def test_the_reference_scope_follows_the_pairs_a_run_takes() -> None:
+    from pipeline.orchestration import graph
+
+    def keys(*extra: str) -> dict:
+        return graph.stage_keys(micro_config(Path("/tmp/scope"), "task=custom",
+                                             f"data.path={AUTHORS}", *extra))  # fmt: skip
+
+    few, few_seed = keys("n_pairs=20"), keys("n_pairs=20", "seed=1")
+    many, many_seed = keys("n_pairs=200"), keys("n_pairs=200", "seed=1")
+    assert few["reference"] != few_seed["reference"]  # other pairs, other responses
+    assert many["reference"] == many_seed["reference"]  # every response: one artifact
+    assert keys("n_pairs=200", "data.reference_responses=pairs")["reference"] != many["reference"]
+    assert keys("n_pairs=20", "data.reference_responses=all")["reference"] == many["reference"]

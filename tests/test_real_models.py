@@ -108,6 +108,27 @@ def test_adapter_disabled_reference_is_the_sft_model_exactly(llama: Path) -> Non
     assert not torch.allclose(moved, want)
 
 
+def test_batched_log_probs_come_back_in_the_rows_order_whatever_the_batching(
+    llama: Path,
+) -> None:
+    from pipeline.modeling.inference import batched_logps
+
+    model = models.load_model(llama).eval()
+    g = torch.Generator().manual_seed(0)
+    sizes = [(3, 9), (2, 1), (5, 4), (1, 12), (4, 2), (2, 7), (3, 3)]  # mixed lengths
+    prompts = [torch.randint(5, 200, (a,), generator=g).tolist() for a, _ in sizes]
+    responses = [torch.randint(5, 200, (b,), generator=g).tolist() for _, b in sizes]
+    with torch.no_grad():
+        one_by_one = [
+            float(models.sequence_logps(model, [p], [r], pad_id=0)[0])
+            for p, r in zip(prompts, responses, strict=True)
+        ]
+    for batch in (1, 3, 7):
+        got = batched_logps(model, prompts, responses, 0, batch)
+        assert got == pytest.approx(one_by_one, rel=1e-5)
+    assert batched_logps(model, [], [], 0, 4).shape == (0,)
+
+
 def test_chat_template_true_without_a_template_is_refused(tmp_path: Path) -> None:
     from pipeline.infra.errors import ConfigError
 

@@ -85,15 +85,26 @@ def batched_logps(
     batch_size: int,
     precision: str = "fp32",
 ) -> np.ndarray:
-    """log pi(response | prompt) per row; under bf16 the forward runs in half
-    precision (as the authors' reference model) and the reduction in float32."""
+    """log pi(response | prompt) per row, in the rows' order; under bf16 the forward runs
+    in half precision (as the authors' reference model) and the reduction in float32.
+
+    Rows are batched by length (longest first), so a batch pads to its own longest row
+    rather than to whichever long row the input order put in it: with responses of
+    mixed length (a researcher's file) most of a batch's positions were padding. Like the
+    batch size, the grouping changes which forward passes share a batch, not any row's
+    value beyond float rounding (padding is masked out)."""
+    order = sorted(range(len(prompts)), key=lambda i: -(len(prompts[i]) + len(responses[i])))
     out = []
     device = next(model.parameters()).device
     with precisions.autocast(precision, device):
-        for i in tqdm(range(0, len(prompts), batch_size), desc="log-probs", leave=False):
+        for i in tqdm(range(0, len(order), batch_size), desc="log-probs", leave=False):
+            rows = order[i : i + batch_size]
             out.append(
                 models.sequence_logps(
-                    model, prompts[i : i + batch_size], responses[i : i + batch_size], pad_id
+                    model, [prompts[j] for j in rows], [responses[j] for j in rows], pad_id
                 ).cpu()
             )
-    return torch.cat(out).double().numpy()
+    values = torch.cat(out).double().numpy() if out else np.zeros(0)
+    result = np.empty_like(values)
+    result[np.asarray(order, dtype=np.int64)] = values
+    return result

@@ -64,7 +64,7 @@ GRAPH: tuple[Stage, ...] = (
     Stage("sample", sample, ("sft", "prompts")),
     Stage("score", score, ("sample", "classifier", "prompts")),
     Stage("pairs", pairs, ("score",)),
-    Stage("reference", reference, ("sft", "sample")),
+    Stage("reference", reference, ("sft", "sample", "pairs")),
     Stage("heldout", heldout, ("sft", "prompts"), optional=True),
     # The SFT model evaluated once (same eval prompts and seed) as the baseline row.
     Stage(

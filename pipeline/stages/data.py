@@ -25,6 +25,8 @@ def params(cfg: DictConfig) -> dict:
     """What the splits depend on: the data config, and a data file's contents."""
     params = OmegaConf.to_container(cfg.data, resolve=True)
     params.pop("download_dir", None)
+    # Which responses the reference stage scores (task=custom): its key, not the splits'.
+    params.pop("reference_responses", None)
     params.update(tasks.get(cfg).key_extras("data"))
     path = params.get("path")
     if isinstance(path, str) and path.strip():

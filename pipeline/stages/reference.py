@@ -1,5 +1,12 @@
-"""Stage 7a, reference: log pi_SFT(response | prompt) for every response of a
-sample set, computed once and reused by every training run on any subset of it."""
+"""Stage 7a, reference: log pi_SFT(response | prompt) for the responses of a sample set,
+computed once and reused by every training run.
+
+By default every response of the set, so every run on any subset of it (each seed, each
+data size of a sweep) reuses one artifact: a sampled set is sized for its pairs. A task
+whose responses come from a file much larger than the pairs a run takes
+(``task=custom`` with 64 pairs out of a 2,250-response file) scores only the responses
+those pairs use (``Task.reference_scope``: "pairs"); the others stay NaN, and the pairs
+artifact becomes an input of the key."""
 
 from __future__ import annotations
 
@@ -8,6 +15,7 @@ from pathlib import Path
 import numpy as np
 from omegaconf import DictConfig
 
+from pipeline import tasks
 from pipeline.infra.cache import Artifact, Cache
 from pipeline.infra.io import save_arrays
 from pipeline.modeling import models
@@ -30,13 +38,42 @@ def params(cfg: DictConfig) -> dict:
     return {**precisions.key(cfg), **extra}
 
 
-def run(cfg: DictConfig, cache: Cache, sft: Artifact, samples: Artifact) -> Artifact:
+def scoped(cfg: DictConfig) -> bool:
+    """Whether only the responses of the run's pairs are scored (the task decides)."""
+    return tasks.get(cfg).reference_scope(cfg) == "pairs"
+
+
+def identity(
+    cfg: DictConfig, sft: Artifact, samples: Artifact, pairs: Artifact
+) -> tuple[dict, list[Artifact]]:
+    # Scoring every response keeps the key it always had (the pairs are not an input).
+    if scoped(cfg):
+        return {**params(cfg), "responses": "pairs"}, [sft, samples, pairs]
+    return params(cfg), [sft, samples]
+
+
+def needed(pairs: dict, shape: tuple[int, int]) -> np.ndarray:
+    """Boolean (n_prompts, most responses): the responses the pairs name."""
+    mask = np.zeros(shape, dtype=bool)
+    for side in ("chosen", "rejected"):
+        mask[pairs["prompt"], pairs[side]] = True
+    return mask
+
+
+def run(
+    cfg: DictConfig, cache: Cache, sft: Artifact, samples: Artifact, pairs: Artifact
+) -> Artifact:
+    found, inputs = identity(cfg, sft, samples, pairs)
+
     def build(out: Path) -> dict:
         s = artifacts.samples(samples)
         # Prompts may have different numbers of responses (task=custom): NaN pads the rest.
         sizes = [len(rs) for rs in s["responses"]]
-        prompts = [p for p, n in zip(s["prompts"], sizes, strict=True) for _ in range(n)]
-        responses = [r for rs in s["responses"] for r in rs]
+        present = np.arange(max(sizes)) < np.array(sizes)[:, None]
+        wanted = needed(artifacts.pairs(pairs), present.shape) if scoped(cfg) else present
+        rows, cols = np.nonzero(wanted & present)  # row-major: the old order when all
+        prompts = [s["prompts"][i] for i in rows]
+        responses = [s["responses"][i][k] for i, k in zip(rows, cols, strict=True)]
         tok = models.load_tokenizer(sft / "model")
         # float32 weights under autocast (bf16): the same computation as the policy's
         model = models.load_model(sft / "model", cfg.device).eval()
@@ -44,10 +81,14 @@ def run(cfg: DictConfig, cache: Cache, sft: Artifact, samples: Artifact) -> Arti
             model, prompts, responses, tok.pad_token_id, cfg.scale.eval.batch_size,
             precisions.of(cfg),
         )  # fmt: skip
-        table = np.full((len(sizes), max(sizes)), np.nan)
-        table[np.arange(max(sizes)) < np.array(sizes)[:, None]] = logps
+        table = np.full(present.shape, np.nan)
+        table[rows, cols] = logps
         save_arrays(out / "reference_logps.npz", logps=table)
-        print(f"[reference] {logps.size} responses, mean log-prob {logps.mean():.2f}")
-        return {}
+        of = f" of {int(present.sum())} (those the {len(artifacts.pairs(pairs)['prompt'])} pairs use)"
+        print(
+            f"[reference] {logps.size} responses{of if scoped(cfg) else ''}, "
+            f"mean log-prob {logps.mean():.2f}"
+        )
+        return {"responses": int(logps.size)}
 
-    return cache.stage("reference", params(cfg), [sft, samples], build, version=VERSION)
+    return cache.stage("reference", found, inputs, build, version=VERSION)

@@ -137,6 +137,11 @@ def run(
         # (n_prompts, n_samples), kept on the host: each batch's rows are picked there and
         # sent without a synchronisation (models.to_device)
         reference_logps = torch.from_numpy(artifacts.reference_logps(ref)).float()
+        for side in ("chosen", "rejected"):  # a scoped reference holds these (NaN elsewhere)
+            if not torch.isfinite(reference_logps[p["prompt"], p[side]]).all():
+                raise RuntimeError(
+                    f"the reference artifact {ref} has no log-prob for a {side} response"
+                )
         tokenizer = models.load_tokenizer(sft / "model")
         policy = models.load_model(sft / "model", group.load_device)  # FSDP: on the host
         policy = models.disable_dropout(policy).train()

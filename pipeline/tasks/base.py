@@ -69,6 +69,12 @@ class Task:
         """How many pairs a run trains on (part of the pairs stage's key)."""
         return int(cfg.n_pairs)
 
+    def reference_scope(self, cfg: DictConfig) -> str:
+        """Which responses the reference stage scores: "all" of the sample set (one
+        artifact for every seed and data size of a sweep) or only those the run's "pairs"
+        use (a set much larger than its pairs). A sampled set is sized for its pairs."""
+        return "all"
+
     def max_pairs(self, cfg: DictConfig) -> tuple[int, str]:
         """The most pairs a sample set can give, and what bounds it (for n_pairs)."""
         n, k = cfg.scale.sample.n_prompts, cfg.scale.sample.n_samples

@@ -35,6 +35,7 @@ from pipeline.tasks.base import Task
 FIELDS = scored_layouts.FIELD_KEYS
 TRUNCATION = fitting.DEFAULTS
 SOURCE = ("path", "hf_name", "split", "revision")
+REFERENCE_SCOPES = ("auto", "all", "pairs")
 
 
 class Custom(Task):
@@ -54,6 +55,7 @@ class Custom(Task):
         path = _check_source(cfg)
         choice(cfg, "data.layout", scored_layouts.LAYOUTS)
         choice(cfg, "data.score_transform", TRANSFORMS)
+        choice(cfg, "data.reference_responses", REFERENCE_SCOPES)
         for key in FIELDS:
             value = get(cfg, f"data.{key}")
             if value is not None and (not isinstance(value, str) or not value.strip()):
@@ -98,6 +100,17 @@ class Custom(Task):
         data, train, _ = self.split(cfg)
         available = len(scored_files.ragged_pairs([data.groups[i].scores for i in train]))
         return min(int(cfg.n_pairs), available)
+
+    def reference_scope(self, cfg: DictConfig) -> str:
+        """``data.reference_responses``; auto scores only the pairs' responses when they
+        can be at most half of the training responses (64 pairs of a 2,250-response file),
+        and every response otherwise (one reference for a sweep's seeds and sizes)."""
+        asked = get(cfg, "data.reference_responses") or "auto"
+        if asked != "auto":
+            return asked
+        data, train, _ = self.split(cfg)
+        responses = sum(len(data.groups[i].responses) for i in train)
+        return "pairs" if 4 * self.pairs_used(cfg) <= responses else "all"
 
     def load_splits(self, cfg: DictConfig) -> tuple[list[dict], list[dict]]:
         data, train, heldout = self.split(cfg)
