@@ -115,8 +115,10 @@ def trained_parameters(cfg: DictConfig) -> int | None:
     model = _meta_model(cfg)
     if model is None:
         return None
-    return adapter_parameters(model, settings) if settings else sum(
-        p.numel() for p in model.parameters()
+    return (
+        adapter_parameters(model, settings)
+        if settings
+        else sum(p.numel() for p in model.parameters())
     )
 
 
