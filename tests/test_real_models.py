@@ -207,3 +207,52 @@ def test_lora_runs_share_a_prefix_and_keep_weights_false_deletes_adapters(
         [*base, "n_pairs=30", "keep_weights=false", "scale.eval.seed=99", "fresh_table=true"], gone
     )
     assert again.returncode == 0 and "weights were deleted; training again" in again.stdout
+
+
+def test_frozen_bf16_weights_train_exactly_as_autocast_casts_them(llama: Path) -> None:
+    # Under bf16 autocast a float32 weight is cast to bfloat16 at every product; storing
+    # the frozen base weights in bfloat16 once must change no value and no gradient.
+    if not precisions.cpu_has_bf16():
+        pytest.skip("this CPU has no bf16")
+    prompts, responses = [[5, 6, 7], [8, 9], [10]], [[10, 11, 12, 13], [14, 15], [16, 17, 18]]
+
+    def step(cast: bool) -> tuple[torch.Tensor, dict]:
+        policy = lora.attach(models.load_model(llama), lora.spec({"r": 4, "alpha": 8}), seed=0)
+        with torch.no_grad():  # adapters off zero, so their gradients reach every matrix
+            for name, p in policy.named_parameters():
+                if "lora_B" in name:
+                    p.normal_(0, 0.5, generator=torch.Generator().manual_seed(1))
+        if cast:
+            policy = lora.frozen_in_bf16(policy)
+        with precisions.autocast("bf16", torch.device("cpu")):
+            lp = models.sequence_logps(policy, prompts, responses, pad_id=0)
+        lp.sum().backward()
+        grads = {n: p.grad for n, p in policy.named_parameters() if p.requires_grad}
+        return lp.detach(), grads
+
+    (plain, plain_grads), (cast, cast_grads) = step(False), step(True)
+    assert torch.equal(plain, cast)
+    assert plain_grads.keys() == cast_grads.keys() and plain_grads
+    for name, g in plain_grads.items():
+        assert torch.equal(g, cast_grads[name]), name
+
+
+def test_the_attention_kernel_is_recorded_with_the_sft_model_and_keyed(
+    llama: Path, tmp_path: Path
+) -> None:
+    from pipeline.orchestration import graph
+
+    args = _model_args(llama, "model.attention=eager", "precision=fp32")
+    done = run_in_process(args, tmp_path)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    sft = _artifact(tmp_path, "sft") / "model"
+    assert json.loads((sft / "config.json").read_text())["pipeline_attention"] == "eager"
+    assert models.load_model(sft).config._attn_implementation == "eager"
+    policy = models.load_model(_artifact(tmp_path, "train") / "model")  # the adapter on SFT
+    assert lora.core(policy).config._attn_implementation == "eager"
+    assert models.load_model(llama).config._attn_implementation == "sdpa"  # nothing recorded
+    eager = graph.stage_keys(micro_config(tmp_path, *args))
+    sdpa = graph.stage_keys(micro_config(tmp_path, *_model_args(llama, "precision=fp32")))
+    assert eager["sft"] != sdpa["sft"] and eager["train"] != sdpa["train"]
+    refused = run_in_process(_model_args(llama, "model.attention=flash"), tmp_path / "bad")
+    assert refused.returncode == 1 and "model.attention" in refused.stderr

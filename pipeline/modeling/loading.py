@@ -81,18 +81,29 @@ def small_gpt2(
 FUSED_GELU = "gelu_pytorch_tanh"
 
 
-def load_model(path: str | Path, device: str = "cpu", dtype: str = "float32") -> torch.nn.Module:
-    """A causal LM with SDPA attention and the fused GELU (same function as gelu_new). A
-    folder that holds a LoRA adapter (a trained policy) loads its base model, the SFT
-    model it records, with the adapter on top (``pipeline.modeling.lora``)."""
+# The attention kernel an SFT model was trained with, recorded in its config.json when it
+# is not SDPA (``model.attention``), so every stage that loads it (and every adapter on
+# top of it) computes with the same kernel. A config without it means SDPA.
+ATTENTION_KEY = "pipeline_attention"
+ATTENTIONS = ("sdpa", "eager")
+
+
+def load_model(
+    path: str | Path, device: str = "cpu", dtype: str = "float32", attention: str | None = None
+) -> torch.nn.Module:
+    """A causal LM with SDPA attention (or the kernel its config records, or
+    ``attention`` when given) and the fused GELU (same function as gelu_new). A folder
+    that holds a LoRA adapter (a trained policy) loads its base model, the SFT model it
+    records, with the adapter on top (``pipeline.modeling.lora``)."""
     if lora.is_adapter(path):
-        return lora.load(load_model(lora.base_of(path), device, dtype), path)
+        return lora.load(load_model(lora.base_of(path), device, dtype, attention), path)
     try:
         config = AutoConfig.from_pretrained(str(path))
         if getattr(config, "activation_function", None) == "gelu_new":
             config.activation_function = FUSED_GELU
+        kernel = attention or getattr(config, ATTENTION_KEY, None) or "sdpa"
         model = AutoModelForCausalLM.from_pretrained(
-            str(path), config=config, dtype=getattr(torch, dtype), attn_implementation="sdpa"
+            str(path), config=config, dtype=getattr(torch, dtype), attn_implementation=kernel
         )
     except OSError as e:
         raise ConfigError(f"could not load model {str(path)!r}: {first_line(e)}") from None
@@ -103,6 +114,12 @@ def load_model(path: str | Path, device: str = "cpu", dtype: str = "float32") ->
             str(path), config=config, dtype=getattr(torch, dtype)
         )
     return model.to(device)
+
+
+def record_attention(model: torch.nn.Module, attention: str) -> None:
+    """Note a non-SDPA kernel in ``model``'s config, so its saved folder loads with it."""
+    if attention != "sdpa":
+        setattr(model.config, ATTENTION_KEY, attention)
 
 
 def load_tokenizer(path: str | Path) -> PreTrainedTokenizerFast:

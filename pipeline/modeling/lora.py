@@ -66,6 +66,18 @@ def attach(model: torch.nn.Module, settings: dict, seed: int = 0) -> torch.nn.Mo
         raise ConfigError(f"model.lora.target_modules: {e}") from None
 
 
+def frozen_in_bf16(model: torch.nn.Module) -> torch.nn.Module:
+    """The frozen weights of the adapted linear layers stored in bfloat16, for training
+    under bf16 autocast: autocast casts a float32 weight to bfloat16 at every product
+    (a tenth of a SmolLM2 step went to those copies), and the cast it would make is the
+    weight stored here, so every product, value and gradient is the same. The adapters,
+    norms and embeddings (the tied head) stay float32."""
+    for name, module in core(model).named_modules():
+        if name.endswith(".base_layer") and isinstance(module, torch.nn.Linear):
+            module.to(torch.bfloat16)
+    return model
+
+
 def is_peft(model: torch.nn.Module) -> bool:
     return hasattr(model, "disable_adapter") and hasattr(model, "get_base_model")
 

@@ -24,6 +24,7 @@ from pipeline.modeling.loading import (  # noqa: F401 - re-exported
     load_model,
     load_tokenizer,
     max_positions,
+    record_attention,
     save_tokenizer,
     small_gpt2,
     train_bpe_tokenizer,

@@ -15,6 +15,7 @@ from pipeline.infra.wheels import PINS
 from pipeline.math.losses import LOSSES
 from pipeline.math.offsets import OFFSETS
 from pipeline.modeling import distributed
+from pipeline.modeling.loading import ATTENTIONS
 from pipeline.modeling.optim import OPTIMIZERS
 from pipeline.scoring import scorers
 
@@ -159,6 +160,8 @@ def _run_keys(cfg: DictConfig) -> None:
     number(cfg, "n_pairs", integer=True)
     _threads_fixed_by_scale(cfg)
     choice(cfg, "verify", ("fast", "full"))
+    if get(cfg, "model.attention") is not None:  # model files before it: SDPA
+        choice(cfg, "model.attention", ATTENTIONS)
     optional = ()
     if get(cfg, "eval") is not None:  # absent in configs composed before protocols: ours
         choice(cfg, "eval.protocol", ("ours", "authors"))

@@ -46,6 +46,7 @@ OMITTED_AT_DEFAULT = (
     ("scale.train.warmup_fraction", None),
     ("eval.protocol", "ours"),
     ("eval.kl_with_prompt", False),
+    ("model.attention", "sdpa"),
 )
 
 IDENTITY = ["loss", "beta", "alpha", "offset", "n_pairs", "seed"]

@@ -63,6 +63,7 @@ EMBEDDED = {
     "bos": True,
     "chat_template": False,
     "lora": None,
+    "attention": "sdpa",
 }
 
 
@@ -125,9 +126,10 @@ def run(cfg: DictConfig, cache: Cache, data: Artifact) -> Artifact:
         examples = task.sft_examples(rows)
         heldout = task.sft_examples(read_jsonl(data / "test.jsonl", required=("text",)))
         m = cfg.get("model") or {}
+        attention = m.get("attention", "sdpa")
         if pretrained:
             tok = models.load_tokenizer(pretrained)
-            model = models.load_model(pretrained, cfg.device)
+            model = models.load_model(pretrained, cfg.device, attention=attention)
         else:
             texts = [_text(p) + r for p, r in examples]
             tok = models.train_bpe_tokenizer(texts, model_cfg.vocab_size)
@@ -160,6 +162,7 @@ def run(cfg: DictConfig, cache: Cache, data: Artifact) -> Artifact:
         )
         after = heldout_loss(model, check, tok.pad_token_id, precision)
         model = lora.merged(model)
+        models.record_attention(model, attention)  # every later load uses the same kernel
         model.save_pretrained(out / "model")
         tok.save_pretrained(out / "model")
         sequences.save(tok, out / "model", fmt)

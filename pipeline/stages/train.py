@@ -143,11 +143,7 @@ def run(
                     f"the reference artifact {ref} has no log-prob for a {side} response"
                 )
         tokenizer = models.load_tokenizer(sft / "model")
-        policy = models.load_model(sft / "model", group.load_device)  # FSDP: on the host
-        policy = models.disable_dropout(policy).train()
-        adapters = lora.spec((cfg.get("model") or {}).get("lora"))
-        if adapters:  # fresh adapters on the SFT model: at step 0 the policy is the reference
-            policy = lora.attach(policy, adapters, cfg.seed)
+        policy = _policy(cfg, sft, group)
         log = CSVLog(out / "train_log.csv")
         steps = train_pairs(
             cfg,
@@ -182,6 +178,19 @@ def run(
     # The cache builds with a launch's ranks only (None: this process builds alone).
     launch = group if group.world > 1 else None
     return cache.stage("train", params(cfg), inputs, build, version=VERSION, group=launch)
+
+
+def _policy(cfg: DictConfig, sft: Artifact, group) -> torch.nn.Module:
+    """The SFT model to train, in training mode without dropout; under LoRA with fresh
+    adapters (at step 0 the policy is the reference)."""
+    policy = models.load_model(sft / "model", group.load_device)  # FSDP: on the host
+    policy = models.disable_dropout(policy).train()
+    adapters = lora.spec((cfg.get("model") or {}).get("lora"))
+    if adapters:
+        policy = lora.attach(policy, adapters, cfg.seed)
+        if precisions.of(cfg) == "bf16" and group.world == 1:  # FSDP flattens one dtype
+            policy = lora.frozen_in_bf16(policy)
+    return policy
 
 
 def _learning_rate_schedule(optimizer: torch.optim.Optimizer, warmup: int) -> Any:
