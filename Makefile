@@ -59,7 +59,7 @@ toxicity: $(STAMP) ## the paper's toxicity grid (72 runs) at the embedded scale 
 summarize: $(STAMP) data ## summarization: SFT, DPO and ODPO judged at 5 temperatures (embedded stand-in) -> results/summarize/
 	$(PY) -m pipeline -m experiment=summarize $(ARGS)
 
-sentiment-smollm2: $(STAMP) data ## sentiment with SmolLM2-135M + LoRA, bf16 (20 runs, ~80 min here) -> results/smollm2/sentiment/
+sentiment-smollm2: $(STAMP) data ## sentiment with SmolLM2-135M + LoRA, bf16 (20 runs, 75 min here from an empty cache) -> results/smollm2/sentiment/
 	$(PY) -m pipeline -m experiment=sentiment_smollm2 $(ARGS)
 	$(PY) -m pipeline.report.study results/smollm2 --cache-dir $(CACHE)
 
