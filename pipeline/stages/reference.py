@@ -64,13 +64,15 @@ def run(
     cfg: DictConfig, cache: Cache, sft: Artifact, samples: Artifact, pairs: Artifact
 ) -> Artifact:
     found, inputs = identity(cfg, sft, samples, pairs)
+    only_pairs = scoped(cfg)  # the task decides once; read by the build and its summary
 
     def build(out: Path) -> dict:
         s = artifacts.samples(samples)
+        used = artifacts.pairs(pairs) if only_pairs else None
         # Prompts may have different numbers of responses (task=custom): NaN pads the rest.
         sizes = [len(rs) for rs in s["responses"]]
         present = np.arange(max(sizes)) < np.array(sizes)[:, None]
-        wanted = needed(artifacts.pairs(pairs), present.shape) if scoped(cfg) else present
+        wanted = needed(used, present.shape) if used is not None else present
         rows, cols = np.nonzero(wanted & present)  # row-major: the old order when all
         prompts = [s["prompts"][i] for i in rows]
         responses = [s["responses"][i][k] for i, k in zip(rows, cols, strict=True)]
@@ -84,11 +86,12 @@ def run(
         table = np.full(present.shape, np.nan)
         table[rows, cols] = logps
         save_arrays(out / "reference_logps.npz", logps=table)
-        of = f" of {int(present.sum())} (those the {len(artifacts.pairs(pairs)['prompt'])} pairs use)"
-        print(
-            f"[reference] {logps.size} responses{of if scoped(cfg) else ''}, "
-            f"mean log-prob {logps.mean():.2f}"
+        of = (
+            f" of {int(present.sum())} (those the {len(used['prompt'])} pairs use)"
+            if used is not None
+            else ""
         )
+        print(f"[reference] {logps.size} responses{of}, mean log-prob {logps.mean():.2f}")
         return {"responses": int(logps.size)}
 
     return cache.stage("reference", found, inputs, build, version=VERSION)
