@@ -260,6 +260,9 @@ def test_the_smollm2_setup_names_the_model_adapters_and_lengths():
     assert "Q4_1" in text and "r=16, alpha=32" in text and "every sequence 32 tokens" in text
     assert "144 pairs" in text and "3 warm-up + 6 measured steps" in text
     assert "one call per side" in text
+    # the bench times the pipeline's own step: the experiment's kernel and policy
+    assert s["attention"] == "eager" and "attention kernel `eager` on every side" in text
+    assert "lora.for_training(model)" in text
     assert _steps("2,4", 1) == {"warmup_steps": 2, "steps": 4, "repeats": 1}
     assert _steps("2,4,3", 1)["repeats"] == 3
     for bad in ("0,4", "2", "a,b"):

@@ -237,6 +237,22 @@ def test_frozen_bf16_weights_train_exactly_as_autocast_casts_them(llama: Path) -
         assert torch.equal(g, cast_grads[name]), name
 
 
+def test_a_training_policy_stores_frozen_weights_in_bf16_only_in_one_bf16_process(
+    llama: Path,
+) -> None:
+    def dtypes(precision: str, world: int) -> tuple[set, set]:
+        policy = lora.for_training(
+            models.load_model(llama), lora.spec({"r": 4, "alpha": 8}), 0, precision, world
+        )
+        frozen = {p.dtype for n, p in policy.named_parameters() if "base_layer" in n}
+        trained = {p.dtype for p in policy.parameters() if p.requires_grad}
+        return frozen, trained
+
+    assert dtypes("bf16", 1) == ({torch.bfloat16}, {torch.float32})
+    assert dtypes("fp32", 1) == ({torch.float32}, {torch.float32})
+    assert dtypes("bf16", 2) == ({torch.float32}, {torch.float32})  # FSDP: one dtype
+
+
 def test_the_attention_kernel_is_recorded_with_the_sft_model_and_keyed(
     llama: Path, tmp_path: Path
 ) -> None:

@@ -78,6 +78,19 @@ def frozen_in_bf16(model: torch.nn.Module) -> torch.nn.Module:
     return model
 
 
+def for_training(
+    model: torch.nn.Module, settings: dict, seed: int, precision: str, world: int = 1
+) -> torch.nn.Module:
+    """``model`` with fresh adapters, as a training run holds it: under bf16 in one
+    process the frozen weights are stored in bfloat16 (``frozen_in_bf16``; FSDP flattens
+    one dtype, so a launch keeps them float32). The train stage and the bench share it,
+    so the bench times the step the pipeline takes."""
+    policy = attach(model, settings, seed)
+    if precision == "bf16" and world == 1:
+        policy = frozen_in_bf16(policy)
+    return policy
+
+
 def is_peft(model: torch.nn.Module) -> bool:
     return hasattr(model, "disable_adapter") and hasattr(model, "get_base_model")
 

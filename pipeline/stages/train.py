@@ -187,9 +187,7 @@ def _policy(cfg: DictConfig, sft: Artifact, group) -> torch.nn.Module:
     policy = models.disable_dropout(policy).train()
     adapters = lora.spec((cfg.get("model") or {}).get("lora"))
     if adapters:
-        policy = lora.attach(policy, adapters, cfg.seed)
-        if precisions.of(cfg) == "bf16" and group.world == 1:  # FSDP flattens one dtype
-            policy = lora.frozen_in_bf16(policy)
+        policy = lora.for_training(policy, adapters, cfg.seed, precisions.of(cfg), group.world)
     return policy
 
 

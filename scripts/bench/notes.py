@@ -151,7 +151,9 @@ def smollm2_setup(plan: dict, s: dict, threads: int, version: str | None, tr: di
             if s["precision"] == "bf16"
             else "no autocast"
         )
-        + f"{seen}); torch threads: {threads}. Data: synthetic token ids, prompts of "
+        + f"{seen}); attention kernel `{s.get('attention', 'sdpa')}` on every side (the "
+        f"experiment's `model.attention`); torch threads: {threads}. Data: synthetic token "
+        "ids, prompts of "
         f"{1 + d.prompt_tokens} tokens (BOS + {d.prompt_tokens}) with {d.n_samples} responses "
         f"of {d.max_new_tokens} tokens each (none ending early): every sequence {length} "
         f"tokens; {(plan['warmup_steps'] + plan['steps']) * s['batch_size']} pairs as the "
@@ -164,7 +166,8 @@ def smollm2_setup(plan: dict, s: dict, threads: int, version: str | None, tr: di
             else f"{plan['repeats']} calls per side (interleaved, the order rotating by round)"
         )
         + f"; {s['optimizer']} at lr {s['lr']:g}, "
-        f"beta {s['beta']:g}. Ours: `train_pairs` on `lora.attach(model)`, the reference "
+        f"beta {s['beta']:g}. Ours: `train_pairs` on `lora.for_training(model)` (the train "
+        "stage's policy: under bf16 its frozen weights stored in bfloat16), the reference "
         "log-probs precomputed by `inference.batched_logps` on the model (the reference "
         f"stage's pass, batch {s['reference_batch_size']}, timed after a one-batch warm-up). "
         f"TRL {version or '(not installed here)'}: `DPOTrainer` given the plain model and "

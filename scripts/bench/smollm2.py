@@ -49,6 +49,8 @@ def settings(cfg) -> dict:
         "max_grad_norm": float(tc.max_grad_norm),
         "beta": float(cfg.loss.beta),
         "reference_batch_size": int(cfg.scale.eval.batch_size),
+        # the experiment's kernel, on every side and in the reference pass
+        "attention": str(cfg.model.get("attention", "sdpa")),
     }
 
 
@@ -98,9 +100,9 @@ def _one(side: str, folder: str, cfg, mspec, samples, p, table, tmp: str) -> dic
     from scripts.bench.trl_side import make_trainer, run_trl
 
     s = settings(cfg)
-    model = models.load_model(folder)
-    if side == "ours":
-        policy = lora.attach(model, s["lora"], int(cfg.seed))
+    model = models.load_model(folder, attention=s["attention"])
+    if side == "ours":  # the train stage's policy (frozen weights in bf16 under bf16)
+        policy = lora.for_training(model, s["lora"], int(cfg.seed), s["precision"])
         seen = _probe(policy)
         trainable = sum(x.numel() for x in policy.parameters() if x.requires_grad)
         run, ref_seconds = run_ours(cfg, policy, samples, p, table), None
@@ -130,7 +132,7 @@ def training(
     s = settings(cfg)
     bs, n_steps = s["batch_size"], warmup_steps + steps
     dspec = DataSpec(**data)
-    base = models.load_model(model_dir).eval()
+    base = models.load_model(model_dir, attention=s["attention"]).eval()
     c = base.config
     length = 1 + dspec.prompt_tokens + dspec.max_new_tokens
     mspec = ModelSpec(MODEL, c.vocab_size, c.num_hidden_layers, c.hidden_size,
@@ -186,8 +188,9 @@ def sampling(
     warm-up batch; tokens/s of the median run."""
     from pipeline.modeling import models
 
-    sc = run_cfg(seed).scale.sample
-    model = models.load_model(model_dir).eval()
+    cfg = run_cfg(seed)
+    sc = cfg.scale.sample
+    model = models.load_model(model_dir, attention=settings(cfg)["attention"]).eval()
     tok = models.load_tokenizer(model_dir)  # its end and pad tokens, as the sample stage
     spec = ModelSpec(MODEL, model.config.vocab_size, 1, 1, 1)
     prompts = syn.make_samples(spec, DataSpec(n_prompts, 1, prompt_tokens, 1, 0.0), seed)["prompts"]
