@@ -284,3 +284,13 @@ def test_merge_adds_a_later_section_to_an_earlier_report(micro):
     assert "Merged from a later invocation** (`--merge`): smollm2" in md
     assert "Not run in this invocation" not in md
     assert "opt in: `--only smollm2`" in report.render(earlier)
+    # measured again: the report names the newest invocation of a section, once
+    data = earlier["sections"][SECTIONS[0]]
+    other = {**later, "sections": {SECTIONS[0]: data}, "seconds": 3.0}
+    again = {**later, "seconds": 5.0}
+    last = merged(merged(merged(earlier, later), other), again)
+    assert [(m["sections"], m["seconds"]) for m in last["merged"]] == [
+        ([SECTIONS[0]], 3.0),
+        (["smollm2"], 5.0),
+    ]
+    assert report.render(last).count("Merged from a later invocation** (`--merge`): smollm2") == 1

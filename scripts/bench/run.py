@@ -219,11 +219,18 @@ def _steps(text: str, repeats: int) -> dict:
 
 def merged(old: dict, new: dict) -> dict:
     """``old`` (an earlier report.json) with ``new``'s sections in place of its own; the
-    header stays ``old``'s, and ``merged`` records when and where the new ones ran."""
+    header stays ``old``'s, and ``merged`` records when and where the new ones ran. An
+    earlier merge's record keeps only the sections nobody has measured since (the report
+    names one invocation per section, the one whose figures it shows)."""
     out = {**old, "sections": {**old["sections"], **new["sections"]}}
     m = new["machine"]
+    earlier = []
+    for record in old.get("merged", []):
+        still = [x for x in record["sections"] if x not in new["sections"]]
+        if still:
+            earlier.append({**record, "sections": still})
     out["merged"] = [
-        *old.get("merged", []),
+        *earlier,
         {"sections": list(new["sections"]), "date": m["date"], "cpu": m["cpu"],
          "commit": m["git"]["commit"], "threads": m["torch_threads"], "seconds": new["seconds"],
          "load_averages": new["load_averages"], "plan": new["plan"]},
