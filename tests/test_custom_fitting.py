@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -109,6 +110,23 @@ def test_chat_message_prompts_without_a_template_are_refused_in_one_line(tmp_pat
     )
     assert done.returncode == 1 and "model.chat_template" in done.stderr
     assert "Traceback" not in done.stderr
+
+
+def test_held_out_log_probs_stay_float32_under_bf16(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # bf16 rounding swamps a held-out margin (pair accuracy 0.730 -> 0.567 on the same
+    # SmolLM2 policy): the evaluation's log-probs run in float32 whatever the precision.
+    seen: list = []
+    monkeypatch.setattr(custom, "batched_logps", lambda *a, **k: seen.append(a[5:]) or [])
+    monkeypatch.setattr(custom.models, "load_tokenizer", lambda _d: SimpleNamespace(pad_token_id=0))
+    given = {"prompts": [[1, 2]], "responses": [[[3], [4, 5]]]}
+    for precision in ("fp32", "bf16"):
+        cfg = micro_config(
+            tmp_path, "task=custom", f"data.path={AUTHORS}", f"precision={precision}"
+        )
+        custom.TASK._heldout_logps(cfg, None, tmp_path, given)
+    assert seen == [("fp32",), ("fp32",)]
 
 
 def test_held_out_evaluation_takes_one_log_prob_per_distinct_response(

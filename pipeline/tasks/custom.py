@@ -195,12 +195,16 @@ class Custom(Task):
         return self.given_samples_params(cfg)
 
     def _heldout_logps(self, cfg: DictConfig, model, sft_dir: Path, given: dict) -> np.ndarray:
-        """log pi(response | prompt) of every held-out response, once each."""
+        """log pi(response | prompt) of every held-out response, once each, in float32
+        at any precision: a pair's margin is a difference of two log-ratios of a few
+        tenths of a nat on responses of ~100 tokens, below bf16's rounding. Measured on
+        SmolLM2 + LoRA (250 x 10 rows, 64 pairs): the same policy scores pair accuracy
+        0.730 in float32 and 0.567 under bf16 autocast (fp32 takes 175 s, bf16 110 s)."""
         prompts = [p for p, rs in zip(given["prompts"], given["responses"], strict=True)
                    for _ in rs]  # fmt: skip
         flat = [r for rs in given["responses"] for r in rs]
         pad = models.load_tokenizer(sft_dir).pad_token_id
-        return batched_logps(model, prompts, flat, pad, cfg.scale.eval.batch_size)
+        return batched_logps(model, prompts, flat, pad, cfg.scale.eval.batch_size, "fp32")
 
     def heldout_reference(
         self, cfg: DictConfig, reference, sft_dir: Path, rows: list[dict]
